@@ -1,0 +1,470 @@
+"""Typed configuration of a run: dataclasses, validation, YAML in and out, ``--a.b value`` overrides.
+
+A run's configuration is one :class:`Config` made of sections (``data``, ``augment``, ``model``,
+``loss``, ``optim``, ``train``). It is built in three layers, each overriding the one before:
+
+1. the dataclass defaults below,
+2. a preset (plain data in :mod:`vicreg.presets`),
+3. overrides from the command line or a YAML file (``--loss.mu 1``, ``--model.expander 512,512``).
+
+Everything is checked once, at the edge (:func:`build_config`): an unknown key or a bad value raises
+:class:`ConfigError` with a one-line message naming the key, the value and what is allowed.
+The resolved configuration is saved as ``config.yaml`` beside every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "ViewAugment",
+    "AugmentConfig",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "Config",
+    "build_config",
+    "config_from_dict",
+    "config_to_dict",
+    "parse_overrides",
+    "load_yaml",
+    "save_yaml",
+]
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message is one line meant for the user."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ViewAugment:
+    """Random augmentation of one view. Every sample of a batch draws its own parameters.
+
+    Applied in this order: random resized crop (with optional flip and rotation, one resampling),
+    colour jitter (brightness, contrast, saturation, hue, with probability ``jitter_p``),
+    grayscale, Gaussian blur, solarisation.
+    """
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # fraction of the image area kept by the crop
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3)  # aspect ratio (w/h) range, log-uniform
+    flip_p: float = 0.5  # probability of a horizontal flip
+    rotation: float = 0.0  # degrees; angle uniform in [-rotation, rotation]
+    jitter_p: float = 0.8  # probability of colour jitter
+    brightness: float = 0.4  # factor uniform in [1-b, 1+b]
+    contrast: float = 0.4  # factor uniform in [1-c, 1+c]
+    saturation: float = 0.2  # factor uniform in [1-s, 1+s] (no-op on grey images)
+    hue: float = 0.1  # shift uniform in [-h, h] turns of the colour wheel (no-op on grey images)
+    grayscale_p: float = 0.2  # probability of converting to grey (no-op on grey images)
+    blur_p: float = 0.0  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # blur std in output pixels, uniform
+    solarize_p: float = 0.0  # probability of solarisation (x -> 1 - x where x >= 0.5)
+
+
+@dataclass
+class AugmentConfig:
+    """The two views. ``recipe`` names the preset recipe the views came from (see presets.RECIPES);
+    setting it on the command line replaces both views with that recipe before other overrides."""
+
+    recipe: str = "paper"
+    view_a: ViewAugment = field(default_factory=ViewAugment)
+    view_b: ViewAugment = field(default_factory=ViewAugment)
+
+
+DatasetName = Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder"]
+
+
+@dataclass
+class DataConfig:
+    dataset: DatasetName = "digits"
+    data_dir: str | None = None  # existing copy / download target; for "folder" the image root
+    download: bool = True  # let torchvision download a dataset that is not found in data_dir
+    image_size: int | None = None  # side fed to the model; None: native size (raised to the backbone's minimum)
+    placement: Literal["auto", "device", "stream"] = "auto"  # whole dataset on the device, or streamed
+    num_workers: int = 4  # DataLoader workers when streaming
+    test_fraction: float = 0.25  # held-out fraction where a dataset has no test split (digits, folder)
+    split_seed: int = 0  # seed of that stratified split
+    max_device_fraction: float = 0.5  # "auto" keeps data on the device if it fits in this share of its memory
+
+
+@dataclass
+class ModelConfig:
+    """backbone -> (head) -> embedding -> expander -> projection.
+
+    The *embedding* (output of the head; the backbone's output when ``head`` is "none") is the
+    representation used for k-NN evaluation and plots. The loss is applied to the *projection*.
+    """
+
+    backbone: str = "small_cnn"  # a name in vicreg.models.BACKBONES
+    pretrained: bool = False  # torchvision weights where the backbone has them (downloads)
+    freeze_backbone: bool = False
+    head: Literal["none", "seed", "mlp"] = "none"  # seed: the write-up's Linear/ReLU/Dropout/BN head
+    head_widths: list[int] = field(default_factory=list)  # hidden widths of the head (seed: 128, 32)
+    embedding_dim: int | None = None  # E; required when head is not "none"
+    dropout: float = 0.1  # dropout of the seed head
+    expander: list[int] = field(default_factory=lambda: [2048, 2048, 2048])  # widths, last = R
+    channels_last: bool = True  # memory format for conv backbones on GPU
+
+
+@dataclass
+class LossConfig:
+    lam: float = 25.0  # lambda: weight of the invariance term
+    mu: float = 25.0  # weight of the variance term
+    nu: float = 1.0  # weight of the covariance term
+    eps: float = 1e-4  # inside sqrt(var + eps)
+    gamma: float = 1.0  # std target of the variance hinge
+    variance_reduction: Literal["sum", "mean"] = "sum"  # sum (paper) or mean (official code, lightly) of the two views
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["lars", "adamw", "sgd"] = "lars"
+    lr: float = 0.2  # base learning rate; see lr_scaling
+    lr_scaling: Literal["linear", "none"] = "linear"  # linear: lr * batch_size / 256 (the paper's rule)
+    weight_decay: float = 1e-6
+    momentum: float = 0.9  # LARS and SGD
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    eta: float = 0.001  # LARS trust coefficient
+    warmup_epochs: float = 10.0  # linear warm-up from 0
+    final_lr_ratio: float = 0.001  # cosine decays to lr * final_lr_ratio
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
+    compile: bool = False  # torch.compile the model
+    knn_every: int = 10  # epochs between k-NN evaluations (0: only at the end)
+    knn_k: list[int] = field(default_factory=lambda: [20, 200])
+    knn_temperature: float = 0.1
+    checkpoint_every: int = 10  # epochs between checkpoints (the last epoch always saves)
+    log_every: int = 10  # steps between flushes of the per-step metrics (no host sync in between)
+    out_dir: str = "runs"  # parent directory of run directories
+    name: str | None = None  # run directory name; default: <preset>-<timestamp>
+    progress: bool = True  # progress bar
+
+
+@dataclass
+class Config:
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclass, with type checks
+# --------------------------------------------------------------------------------------------
+
+
+def config_to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict of YAML-friendly values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [config_to_dict(v) for v in obj]
+    return obj
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a comma-separated list of {_describe(args[0])}s"
+    if origin is tuple:
+        return f"{len(args)} comma-separated {_describe(args[0])}s"
+    if hint is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint``; convert where it is lossless; else ConfigError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{key}={value!r} is not valid: expected {_describe(hint)}")
+
+    if origin is Literal:
+        if value in args:
+            return value
+        raise bad()
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise bad()
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [yaml.safe_load(v) for v in value.split(",")] if value.strip() else []
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        if origin is tuple:
+            if len(value) != len(args):
+                raise bad()
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+        return [_coerce(v, args[0], key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if hint in (int, float) and isinstance(value, str):
+        try:
+            value = float(value) if hint is float else int(value)
+        except ValueError:
+            raise bad() from None
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    raise bad()
+
+
+def _from_dict(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{path}' (known keys{' in ' + prefix[:-1] if prefix else ''}: {', '.join(names)})"
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, path + ".")
+        else:
+            kwargs[key] = _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a Config from a (possibly partial) nested dict."""
+    cfg = _from_dict(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["--loss.mu", "1", "--model.expander=512,512"]`` -> ``{"loss.mu": 1, "model.expander": "512,512"}``.
+
+    Values are read as YAML scalars (``1`` -> int, ``true`` -> bool, ``null`` -> None); a bare flag
+    ``--train.compile`` means true.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"unexpected argument {arg!r}: config overrides look like --section.key value")
+        key = arg[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        key = key.replace("-", "_")
+        try:
+            value = yaml.safe_load(raw) if "," not in raw else raw
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
+    """Defaults <- preset <- base (e.g. a YAML file) <- dotted overrides; validated."""
+    from .presets import PRESETS, RECIPES
+
+    tree = config_to_dict(Config())
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r} (known presets: {', '.join(PRESETS)})")
+        tree = _merge(tree, PRESETS[preset])
+        tree["preset"] = preset
+    if base:
+        tree = _merge(tree, base)
+    overrides = dict(overrides or {})
+    recipe = overrides.pop("augment.recipe", None)
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ConfigError(f"augment.recipe={recipe!r} is not valid: expected one of {', '.join(RECIPES)}")
+        tree["augment"] = _merge(tree["augment"], {"recipe": recipe, **RECIPES[recipe]})
+    for key, value in overrides.items():
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
+# --------------------------------------------------------------------------------------------
+# Range checks (types are already right here)
+# --------------------------------------------------------------------------------------------
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid: {allowed}")
+
+
+def _check_view(v: ViewAugment, prefix: str) -> None:
+    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+        val = getattr(v, name)
+        _check(0.0 <= val <= 1.0, f"{prefix}.{name}", val, "a probability must be in [0, 1]")
+    lo, hi = v.crop_scale
+    _check(0.0 < lo <= hi <= 1.0, f"{prefix}.crop_scale", list(v.crop_scale), "need 0 < min <= max <= 1")
+    lo, hi = v.crop_ratio
+    _check(0.0 < lo <= hi, f"{prefix}.crop_ratio", list(v.crop_ratio), "need 0 < min <= max")
+    lo, hi = v.blur_sigma
+    _check(0.0 < lo <= hi, f"{prefix}.blur_sigma", list(v.blur_sigma), "need 0 < min <= max")
+    _check(0.0 <= v.rotation <= 180.0, f"{prefix}.rotation", v.rotation, "degrees must be in [0, 180]")
+    for name in ("brightness", "contrast", "saturation"):
+        val = getattr(v, name)
+        _check(0.0 <= val <= 1.0, f"{prefix}.{name}", val, "must be in [0, 1]")
+    _check(0.0 <= v.hue <= 0.5, f"{prefix}.hue", v.hue, "must be in [0, 0.5]")
+
+
+def validate(cfg: Config) -> None:
+    """Range checks of a typed Config; raises ConfigError naming the first bad value."""
+    from .presets import RECIPES
+
+    _check(cfg.augment.recipe in RECIPES or cfg.augment.recipe == "custom", "augment.recipe", cfg.augment.recipe,
+           f"expected one of {', '.join(RECIPES)}, or custom")
+    _check_view(cfg.augment.view_a, "augment.view_a")
+    _check_view(cfg.augment.view_b, "augment.view_b")
+
+    d = cfg.data
+    _check(d.image_size is None or d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 or null")
+    _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
+    _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
+    _check(0.0 < d.max_device_fraction <= 1.0, "data.max_device_fraction", d.max_device_fraction, "must be in (0, 1]")
+    _check(d.dataset != "folder" or d.data_dir is not None, "data.data_dir", d.data_dir,
+           "dataset 'folder' needs --data.data_dir pointing at a folder with one sub-folder per class")
+
+    m = cfg.model
+    from .models import BACKBONES
+
+    _check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"expected one of {', '.join(sorted(BACKBONES))}")
+    if m.head != "none":
+        _check(m.embedding_dim is not None and m.embedding_dim >= 1, "model.embedding_dim", m.embedding_dim,
+               f"head {m.head!r} needs a positive embedding_dim")
+    _check(m.head != "seed" or len(m.head_widths) == 2, "model.head_widths", m.head_widths,
+           "the seed head has exactly two hidden widths (write-up: 128,32)")
+    _check(all(w >= 1 for w in m.head_widths), "model.head_widths", m.head_widths, "widths must be >= 1")
+    _check(len(m.expander) >= 1 and all(w >= 1 for w in m.expander), "model.expander", m.expander,
+           "need at least one width, each >= 1")
+    _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+
+    lo = cfg.loss
+    for name in ("lam", "mu", "nu"):
+        _check(getattr(lo, name) >= 0.0, f"loss.{name}", getattr(lo, name), "a loss weight must be >= 0")
+    _check(lo.eps > 0.0, "loss.eps", lo.eps, "must be > 0")
+    _check(lo.gamma > 0.0, "loss.gamma", lo.gamma, "must be > 0")
+
+    o = cfg.optim
+    _check(o.lr > 0.0, "optim.lr", o.lr, "must be > 0")
+    _check(o.weight_decay >= 0.0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "must be in [0, 1)")
+    _check(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", list(o.betas), "each must be in [0, 1)")
+    _check(o.eta > 0.0, "optim.eta", o.eta, "must be > 0")
+    _check(o.warmup_epochs >= 0.0, "optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
+    _check(0.0 <= o.final_lr_ratio <= 1.0, "optim.final_lr_ratio", o.final_lr_ratio, "must be in [0, 1]")
+
+    t = cfg.train
+    _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+    _check(t.batch_size >= 2, "train.batch_size", t.batch_size, "must be >= 2 (the variance needs two samples)")
+    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
+           "train.device", t.device, "expected auto, cpu, cuda, cuda:N or mps")
+    _check(t.knn_every >= 0, "train.knn_every", t.knn_every, "must be >= 0")
+    _check(len(t.knn_k) >= 1 and all(k >= 1 for k in t.knn_k), "train.knn_k", t.knn_k, "need positive k values")
+    _check(t.knn_temperature > 0.0, "train.knn_temperature", t.knn_temperature, "must be > 0")
+    _check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "must be >= 0")
+    _check(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# YAML
+# --------------------------------------------------------------------------------------------
+
+
+def save_yaml(cfg: Config, path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+def load_yaml(path) -> dict:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a mapping of config sections")
+    return data

@@ -1,0 +1,100 @@
+"""Optimisers (LARS, AdamW, SGD), parameter groups and the learning-rate schedule.
+
+The schedule is a pure function of the step (:func:`learning_rate`): linear warm-up from 0, then a
+cosine decay to ``lr * final_lr_ratio``. The scheduler's whole state is therefore the step number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .config import OptimConfig
+
+__all__ = ["LARS", "exclude_bias_and_norm", "param_groups", "build_optimizer", "peak_lr", "learning_rate"]
+
+
+def exclude_bias_and_norm(p: Tensor) -> bool:
+    """Biases and normalisation weights (1-D parameters): no weight decay, no LARS adaptation."""
+    return p.ndim == 1
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al., 2017) as in the VICReg paper.
+
+    For each parameter p with gradient g, unless p is a bias or a norm weight (exclude_bias_and_norm):
+        g <- g + weight_decay * p
+        g <- g * eta * ||p|| / ||g||        (trust ratio; 1 when either norm is 0)
+    then heavy-ball momentum: m <- momentum * m + g;  p <- p - lr * m.
+    Groups can turn the exclusion off with ``exclude=False``.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001,
+                 exclude: bool = True):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, exclude=exclude)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if not (group["exclude"] and exclude_bias_and_norm(p)):
+                    g = g.add(p, alpha=group["weight_decay"])
+                    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm,
+                                        torch.ones_like(p_norm))
+                    g = g.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights with weight decay, biases and norm weights without (trainable only)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if exclude_bias_and_norm(p) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
+    """The learning rate after warm-up: lr * batch_size / 256 with linear scaling (the paper's rule)."""
+    return cfg.lr * batch_size / 256 if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int) -> torch.optim.Optimizer:
+    lr = peak_lr(cfg, batch_size)
+    if cfg.name == "lars":
+        # One group: LARS itself skips decay and adaptation for biases and norms (the paper's filters).
+        params = [p for p in model.parameters() if p.requires_grad]
+        return LARS(params, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, eta=cfg.eta)
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+    raise ValueError(f"optim.name={cfg.name!r} is not valid: expected one of lars, adamw, sgd")
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float) -> float:
+    """Linear warm-up over ``warmup_steps`` (reaching ``peak`` at the end), then cosine to peak * final_ratio."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    final = peak * final_ratio
+    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,110 @@
+"""Presets and augmentation recipes: plain data, merged over the dataclass defaults of config.py.
+
+A preset is a partial config (nested dict). ``vicreg train --preset NAME`` starts from it; any field can
+still be overridden (``--train.epochs 10``). Nothing here is code: a new preset is a new dict.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------
+# Augmentation recipes: the two views (view_a, view_b) as partial ViewAugment dicts
+# --------------------------------------------------------------------------------------------
+
+_PAPER_VIEW = {
+    "crop_scale": [0.08, 1.0],
+    "crop_ratio": [0.75, 4 / 3],
+    "flip_p": 0.5,
+    "rotation": 0.0,
+    "jitter_p": 0.8,
+    "brightness": 0.4,
+    "contrast": 0.4,
+    "saturation": 0.2,
+    "hue": 0.1,
+    "grayscale_p": 0.2,
+    "blur_sigma": [0.1, 2.0],
+}
+
+RECIPES: dict[str, dict] = {
+    # VICReg paper / official code (BYOL's recipe): asymmetric blur and solarisation.
+    "paper": {
+        "view_a": {**_PAPER_VIEW, "blur_p": 1.0, "solarize_p": 0.0},
+        "view_b": {**_PAPER_VIEW, "blur_p": 0.1, "solarize_p": 0.2},
+    },
+    # Common CIFAR practice (solo-learn): larger minimum crop, no blur on 32x32 images.
+    "cifar": {
+        "view_a": {**_PAPER_VIEW, "crop_scale": [0.2, 1.0], "blur_p": 0.0, "solarize_p": 0.0},
+        "view_b": {**_PAPER_VIEW, "crop_scale": [0.2, 1.0], "blur_p": 0.0, "solarize_p": 0.2},
+    },
+    # Lighter recipe for 28x28 grey images (Fashion-MNIST, MNIST): no colour, milder crops.
+    "grey28": {
+        "view_a": {**_PAPER_VIEW, "crop_scale": [0.3, 1.0], "saturation": 0.0, "hue": 0.0,
+                   "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0},
+        "view_b": {**_PAPER_VIEW, "crop_scale": [0.3, 1.0], "saturation": 0.0, "hue": 0.0,
+                   "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.2},
+    },
+    # Mild recipe for the 8x8 digits: scale 0.5-1 crops, small rotations, brightness/contrast, no flip.
+    "digits": {
+        "view_a": {**_PAPER_VIEW, "crop_scale": [0.5, 1.0], "flip_p": 0.0, "rotation": 10.0,
+                   "brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0,
+                   "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0},
+        "view_b": {**_PAPER_VIEW, "crop_scale": [0.5, 1.0], "flip_p": 0.0, "rotation": 10.0,
+                   "brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0,
+                   "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0},
+    },
+    # No augmentation at all (both views identical): a sanity check, not a training recipe.
+    "none": {
+        "view_a": {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "flip_p": 0.0, "rotation": 0.0,
+                   "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0},
+        "view_b": {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "flip_p": 0.0, "rotation": 0.0,
+                   "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0},
+    },
+}
+
+
+def _augment(recipe: str) -> dict:
+    return {"recipe": recipe, **RECIPES[recipe]}
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict] = {
+    # Offline, CPU friendly: the bundled 8x8 digits, a small CNN, about a minute on 2 cores.
+    "demo": {
+        "data": {"dataset": "digits", "image_size": 16},
+        "augment": _augment("digits"),
+        "model": {"backbone": "small_cnn", "head": "none", "expander": [512, 512, 512]},
+        "optim": {"name": "adamw", "lr": 2e-3, "lr_scaling": "none", "weight_decay": 1e-4,
+                  "warmup_epochs": 5, "final_lr_ratio": 0.01},
+        "train": {"epochs": 60, "batch_size": 128, "knn_every": 20, "checkpoint_every": 20},
+    },
+    # The write-up's model: frozen random VGG16 conv stack, 512-128-32-E head, E-80-80-R expander.
+    "seed": {
+        "data": {"dataset": "cifar10"},
+        "augment": _augment("cifar"),
+        "model": {"backbone": "vgg16", "freeze_backbone": True, "head": "seed", "head_widths": [128, 32],
+                  "embedding_dim": 50, "dropout": 0.1, "expander": [80, 80, 100]},
+        "optim": {"name": "adamw", "lr": 1e-3, "lr_scaling": "none", "weight_decay": 1e-4,
+                  "warmup_epochs": 2, "final_lr_ratio": 0.01},
+        "train": {"epochs": 50, "batch_size": 256, "knn_every": 5, "checkpoint_every": 10},
+    },
+    # ResNet-18 with the CIFAR stem, 3 x 2048 expander, LARS (solo-learn's CIFAR recipe).
+    "resnet18-cifar": {
+        "data": {"dataset": "cifar10"},
+        "augment": _augment("cifar"),
+        "model": {"backbone": "resnet18_cifar", "head": "none", "expander": [2048, 2048, 2048]},
+        "optim": {"name": "lars", "lr": 0.3, "lr_scaling": "linear", "weight_decay": 1e-4,
+                  "warmup_epochs": 10, "final_lr_ratio": 0.001},
+        "train": {"epochs": 200, "batch_size": 256, "knn_every": 10, "checkpoint_every": 10},
+    },
+    # The same on Fashion-MNIST (28x28 grey, one input channel), 50 epochs.
+    "resnet18-fashion": {
+        "data": {"dataset": "fashion-mnist"},
+        "augment": _augment("grey28"),
+        "model": {"backbone": "resnet18_cifar", "head": "none", "expander": [2048, 2048, 2048]},
+        "optim": {"name": "lars", "lr": 0.3, "lr_scaling": "linear", "weight_decay": 1e-4,
+                  "warmup_epochs": 5, "final_lr_ratio": 0.001},
+        "train": {"epochs": 50, "batch_size": 512, "knn_every": 5, "checkpoint_every": 10},
+    },
+}
