@@ -105,7 +105,8 @@ def vicreg_loss(
         raise ValueError(f"variance_reduction={variance_reduction!r} is not valid: expected 'sum' or 'mean'")
     if check_finite:
         _check_finite(za, zb)
-    za, zb = za.float(), zb.float()  # the loss in float32 even under bf16 autocast
+    dtype = torch.promote_types(za.dtype, torch.float32)  # float32 even under bf16 autocast (float64 stays)
+    za, zb = za.to(dtype), zb.to(dtype)
     with torch.autocast(device_type=za.device.type, enabled=False):
         inv = invariance_term(za, zb)
         if gather is not None:

@@ -1,0 +1,431 @@
+"""The training loop: ``train(cfg)`` runs VICReg end to end and writes a run directory.
+
+A run directory holds::
+
+    config.yaml        the resolved configuration (all fields)
+    metrics.csv        one row per step: lr, loss and its three unweighted terms, images/s
+    knn.csv            k-NN accuracy of the embedding on the test split, per evaluation
+    tb/                TensorBoard event files (the same scalars)
+    checkpoint.pt      model, optimiser, scheduler, step and RNG states (written atomically)
+    summary.json       final k-NN accuracies (learned and raw pixels), time, images/s
+    log.txt            what was printed
+
+``train(cfg, resume=True)`` continues a stopped run from ``checkpoint.pt`` and reaches the same weights as
+an uninterrupted run (bit-identical on CPU). Ctrl-C finishes the current step, saves a checkpoint and
+returns; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from .augment import TwoViews
+from .config import Config, config_from_dict, config_to_dict, save_yaml
+from .data import Batches, ImageDataset, load_dataset
+from .evaluate import extract_features, knn_accuracy, raw_pixel_features
+from .loss import vicreg_loss
+from .models import BACKBONES, VICReg, build_model
+from .optim import build_optimizer, learning_rate, peak_lr
+
+__all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
+
+METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "invariance", "variance", "covariance", "images_per_s"]
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    epochs_done: float
+    knn: dict[int, float] = field(default_factory=dict)  # k -> top-1 % of the embedding on the test split
+    knn_raw_pixels: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of this invocation's training loop
+    images_per_s: float = 0.0  # two-view images per second over this invocation
+    interrupted: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Small pieces
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} is not valid: CUDA is not available on this machine (use auto or cpu)")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless asked."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def channel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of (up to ``max_images`` of) a uint8 (N, C, H, W) tensor."""
+    x = images[:max_images].float().div_(255).transpose(0, 1).flatten(1)  # (C, N*H*W)
+    return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``: a crash never leaves a
+    half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+    """Load a checkpoint without unpickling arbitrary objects (torch.load(weights_only=True))."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_checkpoint(path: Path, cfg: Config, model: VICReg, optimizer: torch.optim.Optimizer, step: int,
+                    schedule: dict, augment_generator: torch.Generator, knn: dict[int, float]) -> None:
+    rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    atomic_save(
+        {
+            "format": 1,
+            "config": config_to_dict(cfg),
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {**schedule, "step": step},
+            "rng": rng,
+            "knn": {str(k): v for k, v in knn.items()},
+        },
+        path,
+    )
+
+
+def load_run_config(run_dir: Path | str) -> Config:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml in it)")
+    with open(path) as f:
+        return config_from_dict(yaml.safe_load(f))
+
+
+class _Logger:
+    """Prints through tqdm (so the bar stays intact) and appends to log.txt."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None]):
+        self.path, self.echo = path, echo
+
+    def __call__(self, msg: str) -> None:
+        self.echo(msg)
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")
+
+
+@contextmanager
+def _stop_on_sigint():
+    """The first Ctrl-C sets a flag that the loop reads after each step; a second one aborts at once."""
+    flag = {"stop": False}
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+    except ValueError:  # not in the main thread: no handler
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _MetricsWriter:
+    """metrics.csv and TensorBoard. Step losses stay on the device until ``flush`` (one host sync per window)."""
+
+    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
+        self.path = run_dir / "metrics.csv"
+        rows = []
+        if self.path.exists():  # resuming: drop rows written after the checkpoint
+            with open(self.path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        self.pending: list[tuple[int, int, float, torch.Tensor]] = []
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=keep_until_step + 1)
+            except ImportError:  # tensorboard is a dependency; tolerate its absence in odd environments
+                self.tb = None
+
+    def add(self, step: int, epoch: int, lr: float, terms: torch.Tensor) -> None:
+        self.pending.append((step, epoch, lr, terms.detach()))
+
+    def flush(self, images_per_s: float) -> list[float]:
+        """Write the pending rows; returns the last row's [loss, inv, var, cov]. Raises on a NaN loss."""
+        if not self.pending:
+            return []
+        values = torch.stack([t for *_, t in self.pending]).tolist()  # the one host sync of the window
+        with open(self.path, "a", newline="") as f:
+            w = csv.writer(f)
+            for (step, epoch, lr, _), v in zip(self.pending, values):
+                if not all(math.isfinite(x) for x in v):
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step} (loss, invariance, variance, covariance = "
+                        f"{v}); the last checkpoint is intact. Lower optim.lr or check the data for NaN")
+                w.writerow([step, epoch, f"{lr:.6g}", *(f"{x:.6g}" for x in v), f"{images_per_s:.1f}"])
+                if self.tb is not None:
+                    for name, x in zip(METRIC_COLUMNS[3:7], v):
+                        self.tb.add_scalar(f"loss/{name}", x, step)
+                    self.tb.add_scalar("lr", lr, step)
+        if self.tb is not None:
+            self.tb.add_scalar("images_per_s", images_per_s, self.pending[-1][0])
+        self.pending.clear()
+        return values[-1]
+
+    def knn(self, run_dir: Path, step: int, epoch: float, acc: dict[int, float]) -> None:
+        path = run_dir / "knn.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "epoch", *(f"knn@{k}" for k in acc)])
+            w.writerow([step, f"{epoch:.3f}", *(f"{v:.2f}" for v in acc.values())])
+        if self.tb is not None:
+            for k, v in acc.items():
+                self.tb.add_scalar(f"knn/top1@{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _run_dir(cfg: Config) -> Path:
+    name = cfg.train.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(cfg.train.out_dir) / name
+    suffix = 1
+    while path.exists() and cfg.train.name is None:
+        suffix += 1
+        path = Path(cfg.train.out_dir) / f"{name}-{suffix}"
+    return path
+
+
+def input_size_for(cfg: Config, dataset: ImageDataset, log: Callable[[str], None]) -> int:
+    """The side of the images fed to the model: data.image_size or the native size, raised to the
+    backbone's minimum (said once in the log)."""
+    size = cfg.data.image_size or dataset.image_size
+    min_size = BACKBONES[cfg.model.backbone].min_size
+    if size < min_size:
+        log(f"resizing {size}x{size} images to {min_size}x{min_size}: backbone {cfg.model.backbone} needs at least "
+            f"{min_size}x{min_size}")
+        size = min_size
+    elif size != dataset.image_size:
+        log(f"resizing {dataset.image_size}x{dataset.image_size} images to {size}x{size} (data.image_size)")
+    return size
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
+          on_step: Callable[[int], None] | None = None, echo: Callable[[str], None] | None = None) -> RunResult:
+    """Train VICReg with ``cfg``; write everything to ``run_dir`` (default: train.out_dir/<preset>-<time>).
+
+    resume: continue from run_dir/checkpoint.pt (the config must be the run's own).
+    on_step: called with the step number after every optimisation step (tests, custom hooks).
+    """
+    from tqdm.auto import tqdm
+
+    # ---- 1. run directory, device, seeds ---------------------------------------------------
+    run_dir = Path(run_dir) if run_dir is not None else _run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = _Logger(run_dir / "log.txt", echo or tqdm.write)
+    save_yaml(cfg, run_dir / "config.yaml")
+    device = resolve_device(cfg.train.device)
+    amp = autocast_dtype(cfg.train.precision, device)
+    torch.manual_seed(cfg.train.seed)
+    channels_last = cfg.model.channels_last and device.type == "cuda"
+
+    # ---- 2. data: uint8 tensors on the device, batches sliced from a permutation -------------
+    dataset = load_dataset(cfg.data, log=log)
+    input_size = input_size_for(cfg, dataset, log)
+    t = cfg.train
+    if len(dataset.train) < t.batch_size:
+        raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(dataset.train)} training images")
+    common = dict(placement=cfg.data.placement, num_workers=cfg.data.num_workers,
+                  max_device_fraction=cfg.data.max_device_fraction, seed=t.seed, log=log)
+    train_batches = Batches(dataset.train, t.batch_size, device, shuffle=True, drop_last=True, **common)
+    eval_bs = max(256, t.batch_size)
+    bank_batches = Batches(dataset.train_labeled, eval_bs, device, shuffle=False, drop_last=False, **common)
+    test_batches = Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common)
+    if dataset.train.images is not None:
+        mean, std = channel_stats(dataset.train.images)
+    else:
+        sample = torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train),
+                                                                         max(1, len(dataset.train) // 1000))])
+        mean, std = channel_stats(sample)
+
+    # ---- 3. model, augmentation, optimiser ---------------------------------------------------
+    model = build_model(cfg.model, dataset.channels, mean, std).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if t.compile else model
+    augment = TwoViews(cfg.augment, input_size).to(device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(t.seed)
+    optimizer = build_optimizer(cfg.optim, model, t.batch_size)
+    steps_per_epoch = len(train_batches)
+    total_steps = t.epochs * steps_per_epoch
+    schedule = {"total_steps": total_steps, "warmup_steps": round(cfg.optim.warmup_epochs * steps_per_epoch),
+                "peak_lr": peak_lr(cfg.optim, t.batch_size), "final_lr_ratio": cfg.optim.final_lr_ratio}
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    # ---- 4. resume -----------------------------------------------------------------------------
+    step, knn = 0, {}
+    if resume:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        generator.set_state(ckpt["rng"]["augment"].cpu())
+        if "cuda" in ckpt["rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+        knn = {int(k): v for k, v in ckpt["knn"].items()}
+        log(f"resuming {run_dir} at step {step}/{total_steps} (epoch {step // steps_per_epoch})")
+    metrics = _MetricsWriter(run_dir, keep_until_step=step)
+    log(f"run {run_dir}: {cfg.model.backbone} ({n_params / 1e6:.2f} M trainable parameters) on {dataset.name}, "
+        f"{input_size}x{input_size} input, {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size}, "
+        f"{device.type}{' bf16' if amp else ' fp32'}, data {'on the device' if train_batches.resident else 'streamed'}")
+
+    def evaluate() -> dict[int, float]:
+        bank = extract_features(model, bank_batches.epoch(0), input_size, amp, channels_last)
+        test = extract_features(model, test_batches.epoch(0), input_size, amp, channels_last)
+        return knn_accuracy(*bank, *test, ks=t.knn_k, temperature=t.knn_temperature)
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, optimizer, step, schedule, generator, knn)
+
+    # ---- 5. the loop ---------------------------------------------------------------------------
+    start_step, interrupted = step, False
+    bar = tqdm(total=total_steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True)
+    t_start = time.perf_counter()
+    window = {"time": t_start, "step": step}  # throughput window between flushes
+
+    def flush() -> None:
+        now = time.perf_counter()
+        ips = 2 * t.batch_size * (step - window["step"]) / max(now - window["time"], 1e-9)
+        last = metrics.flush(ips)
+        if last:
+            loss, inv, var, cov = last
+            bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} {ips:,.0f} img/s",
+                                refresh=False)
+        window.update(time=now, step=step)
+
+    model.train()
+    try:
+        with _stop_on_sigint() as stop:
+            while step < total_steps and not stop["stop"]:
+                epoch, first = divmod(step, steps_per_epoch)
+                bar.set_description(f"epoch {epoch + 1}/{t.epochs}")
+                for images, _ in train_batches.epoch(epoch, start=first):
+                    lr = learning_rate(step, total_steps, schedule["warmup_steps"], schedule["peak_lr"],
+                                       schedule["final_lr_ratio"])
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    # two views, each sample with its own random augmentation parameters
+                    xa, xb = augment(images, generator)
+                    if channels_last:
+                        xa = xa.contiguous(memory_format=torch.channels_last)
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    # one forward per view: batch-norm statistics stay per view, as in the paper
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        za = forward(xa).projection
+                        zb = forward(xb).projection
+                    terms = vicreg_loss(za, zb, cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.eps, cfg.loss.gamma,
+                                        cfg.loss.variance_reduction, check_finite=False)
+                    optimizer.zero_grad(set_to_none=True)
+                    terms.loss.backward()
+                    optimizer.step()
+                    step += 1
+                    metrics.add(step, epoch + 1, lr, torch.stack(tuple(terms)))
+                    if step % t.log_every == 0:
+                        flush()
+                    bar.update(1)
+                    if on_step is not None:
+                        on_step(step)
+                    if stop["stop"] and step % steps_per_epoch != 0:
+                        break  # mid-epoch stop; at an epoch's end the epoch's own work runs first
+                else:  # the epoch ran to its end
+                    flush()
+                    epoch_done = epoch + 1
+                    last = epoch_done == t.epochs
+                    if last or (t.knn_every and epoch_done % t.knn_every == 0):
+                        knn = evaluate()
+                        metrics.knn(run_dir, step, epoch_done, knn)
+                        log(f"epoch {epoch_done}: k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items()))
+                    if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
+                        checkpoint()
+                    window.update(time=time.perf_counter(), step=step)  # evaluation time is not training time
+            if stop["stop"] and step < total_steps:
+                interrupted = True
+                flush()
+                checkpoint()
+                log(f"interrupted at step {step}: checkpoint saved; resume with: vicreg train --resume {run_dir}")
+    finally:
+        bar.close()
+        metrics.close()
+    seconds = time.perf_counter() - t_start
+
+    # ---- 6. summary ----------------------------------------------------------------------------
+    result = RunResult(run_dir, step, step / steps_per_epoch, knn, {}, seconds,
+                       2 * t.batch_size * (step - start_step) / max(seconds, 1e-9), interrupted)
+    if not interrupted:
+        train_px = raw_pixel_features(bank_batches.epoch(0))
+        test_px = raw_pixel_features(test_batches.epoch(0))
+        result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
+        summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs, "train_seconds": round(seconds, 2),
+                   "images_per_s": round(result.images_per_s, 1), "device": str(device),
+                   "knn": {str(k): v for k, v in knn.items()},
+                   "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()}}
+        with open(run_dir / "summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+    return result
