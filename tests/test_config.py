@@ -1,0 +1,79 @@
+"""Config: presets are data, overrides are typed, bad keys and values give one-line errors."""
+
+import pytest
+
+from vicreg.config import Config, ConfigError, build_config, config_from_dict, config_to_dict, parse_overrides
+from vicreg.presets import PRESETS, RECIPES
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_builds(name):
+    cfg = build_config(name)
+    assert cfg.preset == name
+    assert cfg.augment.recipe in RECIPES
+
+
+def test_seed_preset_is_the_writeup_model():
+    m = build_config("seed").model
+    assert (m.backbone, m.freeze_backbone, m.head, m.head_widths, m.embedding_dim, m.expander) == (
+        "vgg16", True, "seed", [128, 32], 50, [80, 80, 100])
+
+
+def test_overrides_are_typed():
+    over = parse_overrides(["--loss.mu", "1", "--model.expander=512,256", "--train.compile", "--loss.eps", "1e-3",
+                            "--train.knn-every", "3"])
+    cfg = build_config("demo", over)
+    assert cfg.loss.mu == 1.0 and isinstance(cfg.loss.mu, float)
+    assert cfg.model.expander == [512, 256]
+    assert cfg.train.compile is True
+    assert cfg.loss.eps == pytest.approx(1e-3)
+    assert cfg.train.knn_every == 3
+
+
+def test_recipe_override_replaces_both_views_then_fields_apply():
+    cfg = build_config("demo", parse_overrides(["--augment.recipe", "paper", "--augment.view_b.solarize_p", "0.5"]))
+    assert cfg.augment.recipe == "paper"
+    assert cfg.augment.view_a.blur_p == 1.0
+    assert cfg.augment.view_b.solarize_p == 0.5
+
+
+def test_yaml_round_trip(tmp_path):
+    from vicreg.config import load_yaml, save_yaml
+
+    cfg = build_config("resnet18-fashion", {"loss.nu": 0.5})
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert config_from_dict(load_yaml(tmp_path / "c.yaml")) == cfg
+    assert config_from_dict(config_to_dict(Config())) == Config()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss.muu": 1}, "unknown config key 'loss.muu' (known keys in loss: lam, mu, nu, eps, gamma, variance_reduction)"),
+        ({"nope.x": 1}, "unknown config key 'nope'"),
+        ({"loss.mu": "abc"}, "loss.mu='abc' is not valid: expected a number"),
+        ({"loss.mu": -1}, "loss.mu=-1.0 is not valid: a loss weight must be >= 0"),
+        ({"optim.name": "adam"}, "optim.name='adam' is not valid: expected one of 'lars', 'adamw', 'sgd'"),
+        ({"train.batch_size": 1}, "train.batch_size=1 is not valid: must be >= 2"),
+        ({"train.epochs": 2.5}, "train.epochs=2.5 is not valid: expected an integer"),
+        ({"model.backbone": "resnet7"}, "model.backbone='resnet7' is not valid: expected one of"),
+        ({"augment.view_a.flip_p": 2}, "augment.view_a.flip_p=2.0 is not valid: a probability must be in [0, 1]"),
+        ({"augment.recipe": "fancy"}, "augment.recipe='fancy' is not valid: expected one of paper"),
+        ({"data.dataset": "imagenet"}, "data.dataset='imagenet' is not valid: expected one of 'digits'"),
+    ],
+)
+def test_bad_values_give_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        build_config("demo", overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'big' \\(known presets: demo, seed"):
+        build_config("big")
+
+
+def test_override_syntax_error():
+    with pytest.raises(ConfigError, match="unexpected argument 'mu'"):
+        parse_overrides(["mu", "1"])
