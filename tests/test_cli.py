@@ -1,0 +1,47 @@
+"""The command line: one-line errors, presets, config printing, a tiny training run."""
+
+import pytest
+import yaml
+
+from vicreg.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--loss.muu", "1"], "vicreg: error: unknown config key 'loss.muu' (known keys in loss:"),
+        (["train", "--loss.mu", "abc"], "vicreg: error: loss.mu='abc' is not valid: expected a number"),
+        (["train", "--preset", "nope"], "vicreg: error: unknown preset 'nope'"),
+        (["train", "--optim.name", "adam"], "vicreg: error: optim.name='adam' is not valid: expected one of"),
+        (["train", "--resume", "/nonexistent/run"], "vicreg: error: /nonexistent/run is not a run directory"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(argv, message, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code in (1, 2)
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_config_prints_resolved_yaml(capsys):
+    assert main(["config", "--preset", "seed", "--loss.mu", "1"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["preset"] == "seed" and cfg["loss"]["mu"] == 1.0 and cfg["model"]["embedding_dim"] == 50
+
+
+def test_presets_lists_everything(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "seed", "resnet18-cifar", "resnet18-fashion", "small_cnn", "vgg16", "grey28"):
+        assert name in out
+
+
+def test_train_prints_run_dir_and_knn(tmp_path, capsys):
+    code = main(["train", "--train.epochs", "1", "--train.batch_size", "128", "--data.image_size", "8",
+                 "--model.expander", "32,32", "--train.out_dir", str(tmp_path), "--train.progress", "false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"run directory: {tmp_path}" in out
+    assert "k-NN top-1, learned embedding, test split: k=20:" in out
+    assert "k-NN top-1, raw pixels,        test split: k=20:" in out

@@ -1,0 +1,98 @@
+"""End-to-end training on tiny settings: the run directory, bit-identical resume, Ctrl-C, NaN."""
+
+import csv
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from vicreg.config import build_config
+from vicreg.train import load_checkpoint, train
+
+
+def tiny(tmp_path, **extra):
+    over = {"train.epochs": 2, "train.batch_size": 64, "model.expander": [64, 64], "data.image_size": 8,
+            "train.knn_every": 1, "train.progress": False, "train.out_dir": str(tmp_path), "train.log_every": 4,
+            "train.knn_k": [5, 20]}
+    over.update(extra)
+    return build_config("demo", over)
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_directory_contents(tmp_path):
+    cfg = tiny(tmp_path, **{"train.epochs": 1})
+    result = train(cfg, run_dir=tmp_path / "run", echo=lambda m: None)
+    d = result.run_dir
+    for name in ("config.yaml", "metrics.csv", "knn.csv", "checkpoint.pt", "summary.json", "log.txt"):
+        assert (d / name).exists(), name
+    assert any((d / "tb").iterdir())
+    assert not list(d.glob("*.tmp"))
+    metrics = rows(d / "metrics.csv")
+    steps_per_epoch = 1347 // 64
+    assert [int(r["step"]) for r in metrics] == list(range(1, steps_per_epoch + 1))  # one row per step
+    assert set(metrics[0]) == {"step", "epoch", "lr", "loss", "invariance", "variance", "covariance", "images_per_s"}
+    ckpt = load_checkpoint(d)  # weights_only=True: no arbitrary unpickling
+    assert ckpt["step"] == steps_per_epoch
+    assert {"model", "optimizer", "scheduler", "rng", "config"} <= set(ckpt)
+    summary = json.loads((d / "summary.json").read_text())
+    assert set(summary["knn"]) == {"5", "20"} and 0 <= summary["knn"]["20"] <= 100
+    assert summary["knn_raw_pixels"]["20"] > 90  # raw 8x8 pixels already separate the digits well
+    # the loss terms are each logged and add up to the total with the weights
+    r = metrics[-1]
+    total = 25 * float(r["invariance"]) + 25 * float(r["variance"]) + float(r["covariance"])
+    assert float(r["loss"]) == pytest.approx(total, rel=1e-4)
+
+
+@pytest.mark.parametrize("stop_at", [13, 21])  # mid-epoch, and exactly at the end of epoch 1
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at):
+    cfg = tiny(tmp_path)
+    full = train(cfg, run_dir=tmp_path / "full", echo=lambda m: None)
+
+    def ctrl_c(step):
+        if step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)  # the real Ctrl-C path: finish the step, save, return
+
+    part = train(cfg, run_dir=tmp_path / "part", on_step=ctrl_c, echo=lambda m: None)
+    assert part.interrupted and part.step == stop_at
+    assert load_checkpoint(tmp_path / "part")["step"] == stop_at
+    resumed = train(cfg, run_dir=tmp_path / "part", resume=True, echo=lambda m: None)
+    assert not resumed.interrupted and resumed.step == full.step
+
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for key in sa:
+            assert torch.equal(sa[key], sb[key])
+    la = [(r["step"], r["loss"], r["invariance"], r["variance"], r["covariance"]) for r in rows(tmp_path / "full/metrics.csv")]
+    lb = [(r["step"], r["loss"], r["invariance"], r["variance"], r["covariance"]) for r in rows(tmp_path / "part/metrics.csv")]
+    assert la == lb
+    assert resumed.knn == full.knn
+
+
+def test_diverging_run_stops_with_a_clear_error(tmp_path):
+    cfg = tiny(tmp_path, **{"optim.lr": 1e12, "train.epochs": 1, "train.log_every": 1})
+    with pytest.raises(FloatingPointError, match="non-finite at step"):
+        train(cfg, run_dir=tmp_path / "nan", echo=lambda m: None)
+
+
+def test_small_images_are_resized_for_the_backbone_and_said_once(tmp_path):
+    cfg = tiny(tmp_path, **{"data.image_size": None, "model.backbone": "vgg16", "model.head": "seed",
+                            "model.head_widths": [16, 8], "model.embedding_dim": 2, "model.freeze_backbone": True,
+                            "train.epochs": 1, "model.expander": [8, 8]})
+    lines = []
+    result = train(cfg, run_dir=tmp_path / "seed", echo=lines.append)
+    assert sum("resizing 8x8 images to 32x32" in line for line in lines) == 1
+    assert result.step == 1347 // 64
+
+
+def test_demo_learns_better_than_chance(tmp_path):
+    cfg = tiny(tmp_path, **{"train.epochs": 4, "data.image_size": 12})
+    result = train(cfg, run_dir=tmp_path / "learn", echo=lambda m: None)
+    assert result.knn[20] > 60.0  # 10 classes: chance is 10 %
