@@ -264,6 +264,10 @@ def test_solarize_exact():
     x = torch.linspace(0, 1, 101).view(1, 1, 1, 101)
     assert torch.equal(solarize(x), TF.solarize(x, 0.5))
     assert torch.equal(solarize(x), torch.where(x >= 0.5, 1 - x, x))
+    # per-sample mask: exactly torch.where on the chosen samples, untouched elsewhere
+    y = torch.rand(6, 3, 4, 4, generator=gen())
+    mask = torch.tensor([True, False, True, True, False, False])
+    assert torch.equal(solarize(y, mask), torch.where(mask.view(-1, 1, 1, 1) & (y >= 0.5), 1 - y, y))
 
 
 @pytest.mark.parametrize("sigma,radius", [(0.5, 2), (1.2, 4), (2.0, 6)])

@@ -62,14 +62,23 @@ __all__ = [
     "resize_images",
     "to_float",
     "crop_flip_rotate",
+    "affine_theta",
+    "affine_grid",
     "adjust_brightness",
+    "adjust_brightness_",
     "adjust_contrast",
+    "adjust_contrast_",
     "adjust_saturation",
+    "adjust_saturation_",
     "adjust_hue",
+    "adjust_hue_",
     "rgb_to_grey",
     "grayscale",
+    "grayscale_",
+    "blur_radius",
     "gaussian_blur",
     "solarize",
+    "solarize_",
 ]
 
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries this many boxes before its fallback
@@ -88,26 +97,19 @@ def to_float(images: Tensor) -> Tensor:
     return images.to(torch.float32)
 
 
-def _per_sample(v: Tensor) -> Tensor:
-    """(B,) -> (B, 1, 1, 1), to broadcast a per-sample value over an image batch."""
-    return v.view(-1, 1, 1, 1)
+def _per_sample(v: Tensor, ndim: int = 4) -> Tensor:
+    """(B,) -> (B, 1, ..., 1) with ``ndim`` dimensions, to broadcast a per-sample value over a batch."""
+    return v.view((-1,) + (1,) * (ndim - 1))
 
 
-def _select(mask: Tensor, y: Tensor, x: Tensor) -> Tensor:
-    """Per sample, ``y`` where mask (B,) is True, else ``x`` (both (B, C, H, W) or broadcastable).
+def _weight(mask: Tensor, dtype: torch.dtype, ndim: int = 4) -> Tensor:
+    """Boolean mask (B,) -> 0/1 weights (B, 1, ..., 1) for ``torch.lerp``.
 
-    ``torch.lerp`` with weights 0 and 1 returns its end points exactly (it evaluates ``x + 0 * (y - x)``
-    below weight 0.5 and ``y - (y - x) * 0`` above), so this equals ``torch.where`` bit for bit,
-    and is about three times faster on CPU.
+    Per-sample selection is ``lerp(x, y, weight)``: lerp evaluates ``x + w * (y - x)`` for w < 0.5 and
+    ``y - (y - x) * (1 - w)`` otherwise, so weights 0 and 1 return x and y bit for bit, like
+    ``torch.where``, and it runs in place (``x.lerp_(y, w)``) and faster on CPU.
     """
-    return torch.lerp(x, y, _per_sample(mask.to(x.dtype)))
-
-
-def _blend(x: Tensor, y: Tensor, factor: Tensor) -> Tensor:
-    """``clamp(factor * x + (1 - factor) * y, 0, 1)`` with a per-sample ``factor`` (B,), as torchvision;
-    ``y`` broadcasts against x (a grey image (B, 1, H, W) or a mean (B, 1, 1, 1))."""
-    f = _per_sample(factor.to(x.dtype))
-    return torch.addcmul((1.0 - f) * y, f, x).clamp_(0.0, 1.0)
+    return _per_sample(mask.to(dtype), ndim)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +154,8 @@ def _sample_crop_boxes(u_scale: Tensor, u_ratio: Tensor, u_pos: Tensor, height: 
 
 
 def affine_theta(crop_box: Tensor, flip: Tensor, angle: Tensor, height: int, width: int) -> Tensor:
-    """Affine matrices (B, 2, 3) for :func:`torch.nn.functional.affine_grid` (``align_corners=False``).
+    """Affine matrices (B, 2, 3) in the convention of :func:`torch.nn.functional.affine_grid`
+    (``align_corners=False``).
 
     They map output coordinates in [-1, 1] to input coordinates in [-1, 1]: first the rotation by
     ``angle`` degrees about the output centre (counter-clockwise on screen), then the mirror where
@@ -170,85 +173,157 @@ def affine_theta(crop_box: Tensor, flip: Tensor, angle: Tensor, height: int, wid
     return torch.stack([row_x, row_y], dim=1)
 
 
+def affine_grid(theta: Tensor, size: int) -> Tensor:
+    """Sampling grid (B, size, size, 2) of ``F.affine_grid(theta, (B, C, size, size), align_corners=False)``,
+    as one small matrix product (affine_grid materialises a (B, size, size, 3) base grid first)."""
+    coords = (2.0 * torch.arange(size, dtype=theta.dtype, device=theta.device) + 1.0) / size - 1.0  # pixel centres
+    u = coords.view(1, size).expand(size, size)
+    v = coords.view(size, 1).expand(size, size)
+    base = torch.stack([u, v, torch.ones_like(u)], dim=-1).view(1, size * size, 3)
+    return torch.matmul(base, theta.transpose(1, 2)).view(-1, size, size, 2)
+
+
 def crop_flip_rotate(x: Tensor, crop_box: Tensor, flip: Tensor, angle: Tensor, out_size: int) -> Tensor:
-    """One bilinear resampling of x (B, C, H, W) through each sample's crop box, flip and rotation
-    -> (B, C, out_size, out_size); points outside the image read 0."""
-    b, c, height, width = x.shape
-    theta = affine_theta(crop_box, flip, angle, height, width).to(x.dtype)
-    grid = F.affine_grid(theta, [b, c, out_size, out_size], align_corners=False)
+    """One bilinear resampling of x (B, C, H, W) through each sample's crop box (B, 4), flip (B,) and
+    rotation (B,) degrees -> (B, C, out_size, out_size); points outside the image read 0."""
+    height, width = x.shape[-2:]
+    grid = affine_grid(affine_theta(crop_box, flip, angle, height, width).to(x.dtype), out_size)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 # --------------------------------------------------------------------------------------------
-# Colour
+# Colour. The functions ending in "_" work in place on x (B, C, H, W) float in [0, 1] and return it;
+# the pipeline owns its working tensor and uses them. The plain names work on a copy.
+# Per-sample factors and shifts have shape (B,).
 # --------------------------------------------------------------------------------------------
 
 
 def rgb_to_grey(x: Tensor) -> Tensor:
-    """(B, 3, H, W) -> (B, 1, H, W) luma 0.299 R + 0.587 G + 0.114 B; a (B, 1, H, W) input is returned as is."""
+    """(B, 3, H, W) -> new (B, 1, H, W) luma 0.299 R + 0.587 G + 0.114 B; a (B, 1, H, W) input is
+    returned as is (not copied)."""
     if x.shape[1] == 1:
         return x
     r, g, b = x.unbind(dim=1)
     return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).clamp_(0.0, 1.0).unsqueeze(1)
 
 
-def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    """x (B, C, H, W) times factor (B,), clamped to [0, 1]."""
-    return (x * _per_sample(factor.to(x.dtype))).clamp_(0.0, 1.0)
+def adjust_brightness_(x: Tensor, factor: Tensor) -> Tensor:
+    """x times factor, clamped to [0, 1]. Factor 1 leaves x unchanged bit for bit."""
+    return x.mul_(_per_sample(factor.to(x.dtype))).clamp_(0.0, 1.0)
 
 
-def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend x (B, C, H, W) with the mean of its grey image (one value per sample), factor (B,)."""
+def adjust_contrast_(x: Tensor, factor: Tensor) -> Tensor:
+    """``clamp(factor * x + (1 - factor) * mean, 0, 1)``, mean of the sample's grey image (torchvision's
+    formula). Factor 1 leaves x unchanged bit for bit."""
+    f = _per_sample(factor.to(x.dtype))
     mean = rgb_to_grey(x).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(x, mean, factor)
+    return x.mul_(f).add_((1.0 - f) * mean).clamp_(0.0, 1.0)
 
 
-def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend x (B, 3, H, W) with its grey image, factor (B,); grey input is returned unchanged."""
+def adjust_saturation_(x: Tensor, factor: Tensor) -> Tensor:
+    """``clamp(factor * x + (1 - factor) * grey, 0, 1)`` (torchvision's formula); grey images unchanged."""
     if x.shape[1] == 1:
         return x
-    return _blend(x, rgb_to_grey(x), factor)
+    f = _per_sample(factor.to(x.dtype))
+    grey = rgb_to_grey(x).mul_(1.0 - f)
+    return x.mul_(f).add_(grey).clamp_(0.0, 1.0)
 
 
-def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the HSV hue of x (B, 3, H, W) in [0, 1] by shift (B,) turns; grey input is returned unchanged.
+def adjust_hue_(x: Tensor, shift: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Rotate the HSV hue by ``shift`` turns (|shift| <= 0.5) in the samples where ``mask`` (all when
+    None); grey images unchanged.
 
     The same as torchvision's ``adjust_hue`` (RGB -> HSV, ``h = (h + shift) mod 1``, HSV -> RGB) up to
-    float rounding, without building the HSV image: value ``v = max(R, G, B)`` and chroma
-    ``max - min`` are kept, and output channel ``n`` (5 for R, 3 for G, 1 for B) is
-    ``v - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6`` (the closed form of
-    HSV -> RGB). Branches are blends with 0/1 weights, which are cheaper than ``torch.where`` on CPU.
+    float rounding, without building the HSV image. Value ``v = max(R, G, B)`` and chroma
+    ``v - min(R, G, B)`` are kept, and with the hue ``h6`` in sixths of a turn, HSV -> RGB in closed
+    form is ``channel = v - chroma * clamp(2 - D, 0, 1)``, where ``D`` is the distance on the hue
+    circle (period 6) from ``h6 + 6 shift`` to the hue where the channel is smallest (R 3: cyan,
+    G 5: magenta, B 1: yellow). Branches are blends with 0/1 weights and folds with ``abs``, which
+    are cheaper than ``torch.where`` and ``remainder`` on CPU.
     """
     if x.shape[1] == 1:
         return x
-    r, g, b = x.unbind(dim=1)
-    vmax = torch.maximum(torch.maximum(r, g), b)
-    chroma = vmax - torch.minimum(torch.minimum(r, g), b)
-    inv = 1.0 / chroma.clamp(min=1e-12)  # where chroma is 0 the hue does not matter
-    # hue in sixths of a turn: (g - b) / chroma if R is the max, else 2 + (b - r) / chroma if G is,
-    # else 4 + (r - g) / chroma. sign(vmax - c) is 0 where channel c is the max, else 1.
-    hue6 = torch.lerp(
-        (g - b) * inv,
-        torch.lerp((b - r) * inv + 2.0, (r - g) * inv + 4.0, torch.sign(vmax - g)),
-        torch.sign(vmax - r),
-    )
-    hue6 = hue6 + 6.0 * shift.to(x.dtype).view(-1, 1, 1)
-    n = (5.0 - 2.0 * torch.arange(3, dtype=x.dtype, device=x.device)).view(1, 3, 1, 1)  # R 5, G 3, B 1
-    k = hue6.unsqueeze(1) + n  # (B, 3, H, W)
-    k = k - 6.0 * torch.floor(k * (1.0 / 6.0))  # k mod 6
-    ramp = (2.0 - (k - 2.0).abs_()).clamp_(0.0, 1.0)  # clamp(min(k, 4 - k), 0, 1) for k in [0, 6)
-    return torch.addcmul(vmax.unsqueeze(1), chroma.unsqueeze(1), ramp, value=-1.0).clamp_(0.0, 1.0)
+    r, g, b = x.unbind(dim=1)  # (B, H, W) views
+    vmax = torch.maximum(r, g)
+    torch.maximum(vmax, b, out=vmax)
+    chroma = torch.minimum(r, g)
+    torch.minimum(chroma, b, out=chroma)
+    torch.sub(vmax, chroma, out=chroma)
+    # hue6 in (-1, 5]: (g - b) / chroma if R is the max, else 2 + (b - r) / chroma if G is, else
+    # 4 + (r - g) / chroma; sign(vmax - c) is 0 where channel c is the max, else 1.
+    hue6 = torch.sub(b, r).add_(chroma, alpha=2.0)
+    hue6.lerp_(torch.sub(r, g).add_(chroma, alpha=4.0), torch.sub(vmax, g).sign_())
+    hue6 = torch.sub(g, b).lerp_(hue6, torch.sub(vmax, r).sign_())
+    hue6.div_(chroma.clamp(min=1e-12))  # where chroma is 0 the hue does not matter
+    # t = h6 + 6 shift - centre with centres 3, 5, 7 (7 = 1 mod 6) keeps |t| < 12, where
+    # D = 3 - |||t| - 6| - 3| folds t onto [0, 3]; no tensor from host data (CUDA-graph safe).
+    centre = 3.0 + 2.0 * torch.arange(3, dtype=x.dtype, device=x.device)
+    offset = centre - 6.0 * shift.to(x.dtype).unsqueeze(1)  # (B, 3)
+    weight = None if mask is None else _weight(mask, x.dtype, 3)
+    t = torch.empty_like(hue6)
+    for c, channel in enumerate((r, g, b)):  # three channels, not a loop over samples
+        torch.sub(hue6, _per_sample(offset[:, c], 3), out=t)
+        t.abs_().sub_(6.0).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # clamp(2 - D, 0, 1)
+        torch.addcmul(vmax, chroma, t, value=-1.0, out=t).clamp_(0.0, 1.0)
+        if weight is None:
+            channel.copy_(t)
+        else:
+            channel.lerp_(t, weight)
+    return x
 
 
-def grayscale(x: Tensor) -> Tensor:
-    """Grey version of x (B, C, H, W), keeping C channels (a grey input is returned as is)."""
+def grayscale_(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Replace the samples where ``mask`` (all when None) by their grey image, on all C channels;
+    grey images unchanged."""
     if x.shape[1] == 1:
         return x
-    return rgb_to_grey(x).expand_as(x)
+    grey = rgb_to_grey(x).expand_as(x)
+    return x.copy_(grey) if mask is None else x.lerp_(grey, _weight(mask, x.dtype))
+
+
+def solarize_(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """x -> 1 - x where x >= 0.5 (torchvision's solarize, threshold 0.5) in the samples where ``mask``
+    (all when None). Computed as ``min(x, 1 - x)``, the same bit for bit and cheaper than
+    ``torch.where``; a sample left out gets ``min(x, 3 - x) = x``."""
+    if mask is None:
+        other = 1.0 - x
+    else:
+        other = _per_sample(3.0 - 2.0 * mask.to(x.dtype)) - x
+    return torch.minimum(x, other, out=x)
+
+
+def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
+    """Out-of-place :func:`adjust_brightness_`."""
+    return adjust_brightness_(x.clone(), factor)
+
+
+def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """Out-of-place :func:`adjust_contrast_`."""
+    return adjust_contrast_(x.clone(), factor)
+
+
+def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """Out-of-place :func:`adjust_saturation_`."""
+    return adjust_saturation_(x.clone(), factor)
+
+
+def adjust_hue(x: Tensor, shift: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Out-of-place :func:`adjust_hue_`."""
+    return adjust_hue_(x.clone(), shift, mask)
+
+
+def grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Out-of-place :func:`grayscale_`."""
+    return grayscale_(x.clone(), mask)
+
+
+def solarize(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Out-of-place :func:`solarize_`."""
+    return solarize_(x.clone(), mask)
 
 
 # --------------------------------------------------------------------------------------------
-# Blur and solarisation
+# Blur
 # --------------------------------------------------------------------------------------------
 
 
@@ -258,9 +333,14 @@ def blur_radius(sigma_max: float, out_size: int) -> int:
 
 
 def gaussian_kernels(sigma: Tensor, radius: int) -> Tensor:
-    """Normalised 1-D Gaussian kernels (B, 2 radius + 1), one per sigma (B,)."""
+    """Normalised 1-D Gaussian kernels (B, 2 radius + 1), one per sigma (B,).
+
+    Weights below 1e-20 of the centre are set to 0: a small sigma would otherwise leave float32
+    denormals in the tails, which slow matrix products on CPU by an order of magnitude.
+    """
     t = torch.arange(-radius, radius + 1, dtype=sigma.dtype, device=sigma.device)
     k = torch.exp(-0.5 * (t / sigma.unsqueeze(1)) ** 2)
+    k = k * (k >= 1e-20)
     return k / k.sum(dim=1, keepdim=True)
 
 
@@ -278,24 +358,25 @@ def blur_matrices(sigma: Tensor, radius: int, size: int) -> Tensor:
     return (kernels @ taps.view(2 * radius + 1, size * size)).view(-1, size, size)
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: Tensor, radius: int, mask: Tensor | None = None) -> Tensor:
     """Separable Gaussian blur of x (B, C, H, W) with per-sample sigma (B,) and kernel radius ``radius``
-    (the same for all samples), reflect padding, like torchvision's ``gaussian_blur`` with kernel size
-    ``2 radius + 1``. Each direction is one batched matrix product with per-sample banded matrices
-    (several times faster than a grouped convolution with B * C groups on CPU)."""
+    (the same for all samples), reflect padding, as torchvision's ``gaussian_blur`` with kernel size
+    ``2 radius + 1``; only in the samples where ``mask`` (all when None). Returns a new tensor.
+
+    Each direction is one batched matrix product with per-sample banded matrices that include the
+    padding: several times faster than a grouped convolution with B * C groups on CPU, and exact
+    in the same way (float32 products; on GPU subject to ``torch.backends.cuda.matmul.allow_tf32``).
+    """
     if radius == 0:
-        return x
-    height, width = x.shape[-2:]
+        return x.clone()
+    b, c, h, w = x.shape
     sigma = sigma.to(x.dtype)
-    rows = blur_matrices(sigma, radius, height).unsqueeze(1)  # (B, 1, H, H)
-    cols = blur_matrices(sigma, radius, width).unsqueeze(1)  # (B, 1, W, W)
-    return torch.matmul(rows, torch.matmul(x, cols.transpose(-1, -2))).clamp_(0.0, 1.0)
-
-
-def solarize(x: Tensor) -> Tensor:
-    """x -> 1 - x where x >= 0.5 (torchvision's solarize with threshold 0.5), as min(x, 1 - x), which
-    is the same thing bit for bit and cheaper than ``torch.where`` on CPU."""
-    return torch.minimum(x, 1.0 - x)
+    cols = blur_matrices(sigma, radius, w)  # (B, W, W)
+    rows = blur_matrices(sigma, radius, h)  # (B, H, H)
+    y = torch.bmm(x.reshape(b, c * h, w), cols.transpose(1, 2))  # along W: (B, C*H, W)
+    rows = rows.unsqueeze(1).expand(b, c, h, h).reshape(b * c, h, h)
+    y = torch.bmm(rows, y.view(b * c, h, w)).view(b, c, h, w).clamp_(0.0, 1.0)  # along H
+    return y if mask is None else y.lerp_(x, _weight(~mask, x.dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,41 +461,43 @@ class ViewTransform(nn.Module):
 
     # ---- the operations ---------------------------------------------------------------------
 
-    def _color_jitter(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """Brightness, contrast, saturation, hue where ``p["jitter"]``; factors of other samples are
-        set to the identity (exact: factor 1 gives back x bit for bit), and hue is selected by mask."""
-        c, on = self.cfg, p["jitter"]
+    def _mask(self, params: dict[str, Tensor], key: str, p: float) -> Tensor | None:
+        """The per-sample mask ``params[key]``, or None (every sample) when its probability p is 1."""
+        return None if p >= 1.0 else params[key]
+
+    def _color_jitter_(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Brightness, contrast, saturation, hue in place, in the samples where ``params["jitter"]``.
+        The factors of the other samples are set to 1, which leaves them unchanged bit for bit; the
+        hue shift is applied through the mask."""
+        c, on = self.cfg, params["jitter"]
         colour = x.shape[1] == 3
         if c.brightness > 0:
-            x = adjust_brightness(x, torch.where(on, p["brightness"], 1.0))
+            adjust_brightness_(x, torch.where(on, params["brightness"], 1.0))
         if c.contrast > 0:
-            x = adjust_contrast(x, torch.where(on, p["contrast"], 1.0))
+            adjust_contrast_(x, torch.where(on, params["contrast"], 1.0))
         if colour and c.saturation > 0:
-            x = adjust_saturation(x, torch.where(on, p["saturation"], 1.0))
+            adjust_saturation_(x, torch.where(on, params["saturation"], 1.0))
         if colour and c.hue > 0:
-            x = self._maybe(on, c.jitter_p, adjust_hue(x, p["hue"]), x)
+            adjust_hue_(x, params["hue"], self._mask(params, "jitter", c.jitter_p))
         return x
 
     def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """x float32 (B, C, H, W) in [0, 1] and parameters from :meth:`sample_params` (on x's device)
-        -> float32 (B, C, out_size, out_size) in [0, 1]."""
+        """x float32 (B, C, H, W) in [0, 1] (not modified) and parameters from :meth:`sample_params`
+        (on x's device) -> new float32 (B, C, out_size, out_size) in [0, 1]."""
         if x.shape[1] not in (1, 3):
             raise ValueError(f"expected 1 or 3 channels, got images of shape {tuple(x.shape)}")
+        c = self.cfg
         x = crop_flip_rotate(x, params["crop_box"], params["flip"], params["angle"], self.out_size)
+        # x is now a fresh tensor of our own: the colour operations work in place
         if self.do_jitter:
-            x = self._color_jitter(x, params)
-        if self.do_grayscale and x.shape[1] == 3:
-            x = self._maybe(params["grayscale"], self.cfg.grayscale_p, rgb_to_grey(x).expand_as(x), x)
+            self._color_jitter_(x, params)
+        if self.do_grayscale:
+            grayscale_(x, self._mask(params, "grayscale", c.grayscale_p))
         if self.do_blur:
-            x = self._maybe(params["blur"], self.cfg.blur_p, gaussian_blur(x, params["sigma"], self.blur_radius), x)
+            x = gaussian_blur(x, params["sigma"], self.blur_radius, self._mask(params, "blur", c.blur_p))
         if self.do_solarize:
-            x = self._maybe(params["solarize"], self.cfg.solarize_p, solarize(x), x)
+            solarize_(x, self._mask(params, "solarize", c.solarize_p))
         return x
-
-    @staticmethod
-    def _maybe(mask: Tensor, p: float, y: Tensor, x: Tensor) -> Tensor:
-        """y where mask (B,), else x; just y when the operation's probability p is 1 (mask all True)."""
-        return y if p >= 1.0 else _select(mask, y, x)
 
     def forward(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """images uint8 (B, C, H, W) (or float in [0, 1]) on any device -> float32 (B, C, S, S) in [0, 1]."""
