@@ -15,6 +15,7 @@ from vicreg.augment import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    affine_grid,
     crop_flip_rotate,
     gaussian_blur,
     grayscale,
@@ -178,11 +179,32 @@ def test_rotation_by_90_degrees_is_rot90_counter_clockwise():
     assert (out - TF.rotate(x, 90.0)).abs().max() < 1e-5
 
 
+def test_affine_grid_matches_torch():
+    theta = torch.randn(5, 2, 3, generator=gen())
+    assert (affine_grid(theta, 7) - torch.nn.functional.affine_grid(theta, [5, 1, 7, 7], align_corners=False)).abs().max() < 1e-5
+
+
 def test_crop_box_selects_that_region():
     x = torch.rand(1, 1, 16, 16, generator=gen())
     box = torch.tensor([[4.0, 2.0, 8.0, 8.0]])  # x0, y0, w, h: an 8x8 window, output 8x8: exact copy
     out = crop_flip_rotate(x, box, torch.tensor([False]), torch.tensor([0.0]), 8)
     assert (out - x[:, :, 2:10, 4:12]).abs().max() < 1e-5
+
+
+def test_upsampling_whole_image_matches_torchvision_resize():
+    # border padding: edge samples repeat the edge pixel, as torch's bilinear resize does
+    x = torch.rand(2, 3, 12, 12, generator=gen())
+    box = torch.tensor([[0.0, 0.0, 12.0, 12.0]] * 2)
+    out = crop_flip_rotate(x, box, torch.tensor([False, False]), torch.tensor([0.0, 0.0]), 20)
+    ref = TF.resize(x, [20, 20], antialias=False)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_constant_image_stays_constant_through_geometry():
+    cfg = dataclasses.replace(IDENTITY, crop_scale=(0.08, 1.0), crop_ratio=(0.5, 2.0), flip_p=0.5, rotation=45.0)
+    x = torch.full((16, 3, 10, 14), 153, dtype=torch.uint8)
+    out = ViewTransform(cfg, 12)(x, gen())
+    assert (out - 0.6).abs().max() < 1e-6  # no dark edges or corners
 
 
 def test_probability_zero_ops_are_skipped_and_one_always_applied():
@@ -207,6 +229,26 @@ def test_masks_select_per_sample():
     assert 0 < int(s.sum()) < 32
     assert (out[s] - solarize(x[s])).abs().max() < 1e-5
     assert (out[~s] - x[~s]).abs().max() < 1e-5
+
+
+def test_masked_ops_are_exact_per_sample():
+    """A mask picks, per sample, the unmasked result or the input, bit for bit (no blending error)."""
+    x = torch.rand(8, 3, 10, 10, generator=gen())
+    mask = torch.tensor([True, False, False, True, True, False, True, False])
+    shift, sigma = torch.linspace(-0.4, 0.4, 8), torch.linspace(0.3, 1.5, 8)
+    for masked, full in [
+        (adjust_hue(x, shift, mask), adjust_hue(x, shift)),
+        (grayscale(x, mask), grayscale(x)),
+        (gaussian_blur(x, sigma, 3, mask), gaussian_blur(x, sigma, 3)),
+        (solarize(x, mask), solarize(x)),
+    ]:
+        assert torch.equal(masked[mask], full[mask])
+        assert torch.equal(masked[~mask], x[~mask])
+    # identity factors leave samples untouched exactly (how jitter skips samples)
+    ones = torch.ones(8)
+    assert torch.equal(adjust_brightness(x, ones), x)
+    assert torch.equal(adjust_contrast(x, ones), x)
+    assert torch.equal(adjust_saturation(x, ones), x)
 
 
 # --------------------------------------------------------------------------------------------

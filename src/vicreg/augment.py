@@ -2,10 +2,13 @@
 
 Everything here is pure tensor code over the whole batch: no Python loop over samples and no
 host-device synchronisation (no ``.item()``, ``.cpu()``, boolean-mask indexing or data-dependent
-branches) inside :meth:`ViewTransform.forward`, so it can run under CUDA graphs or ``torch.compile``.
-Which operations exist is decided once, in ``__init__``, from the configuration (an operation whose
-probability or strength is 0 is skipped entirely); which samples an operation touches is decided per
-batch by per-sample boolean masks and ``torch.where``.
+branches) in :meth:`ViewTransform.apply`, so it can run under CUDA graphs or ``torch.compile``
+(``torch.compile(view.apply, fullgraph=True)`` traces without graph breaks; Dynamo cannot take the
+``torch.Generator`` argument of ``forward``, so sample the parameters outside a compiled region).
+Which operations exist is decided once, in ``__init__``, from the configuration: an operation whose
+probability or strength is 0 is skipped entirely, and one with probability 1 skips its mask. Which
+samples an operation touches is decided per batch by per-sample masks, applied as exact 0/1 blends
+(see :func:`_weight`) or identity factors.
 
 Shapes: ``B`` batch, ``C`` channels (1 grey or 3 RGB), ``H x W`` input size, ``S`` = ``out_size``.
 
@@ -13,27 +16,32 @@ One view (:class:`ViewTransform`) applies, in this order:
 
 1. **Random resized crop + horizontal flip + rotation**, fused into one affine map per sample and one
    bilinear :func:`torch.nn.functional.grid_sample` producing ``S x S`` (``align_corners=False``,
-   ``padding_mode="zeros"``). The crop follows torchvision's ``RandomResizedCrop``: area fraction
+   ``padding_mode="border"``). The crop follows torchvision's ``RandomResizedCrop``: area fraction
    uniform in ``crop_scale``, aspect ratio ``w/h`` log-uniform in ``crop_ratio``, position uniform.
-   torchvision tries 10 times and falls back to a central crop; here the 10 attempts are drawn at
-   once for every sample, the first one that fits is kept, and a sample whose 10 attempts all fail
-   gets torchvision's fallback (the whole image, its aspect ratio clamped to ``crop_ratio``, centred).
-   Unlike torchvision the crop box is continuous (sub-pixel size and position, no rounding). The flip
-   mirrors the crop; the rotation (uniform in ``[-rotation, rotation]`` degrees, positive =
-   counter-clockwise, as ``torchvision.transforms.v2.functional.rotate``) turns the resized crop about
-   its centre. Because the three are one resampling, the corners uncovered by a rotation show the
-   image around the crop where there is image, and zeros (black) only beyond the image border.
+   torchvision tries up to 10 boxes and falls back to a central crop; here the 10 attempts are drawn
+   at once for every sample, the first one that fits is kept (the same distribution as
+   torchvision's), and a sample whose 10 attempts all fail gets torchvision's fallback (the whole
+   image, its aspect ratio clamped to ``crop_ratio``, centred). Unlike torchvision the box is
+   continuous (sub-pixel size and position, no rounding to whole pixels). The flip mirrors the crop;
+   the rotation (uniform in ``[-rotation, rotation]`` degrees, positive = counter-clockwise, as
+   ``torchvision.transforms.v2.functional.rotate``) turns the resized crop about its centre.
+   Because the three are one resampling, the corners uncovered by a rotation show the image around
+   the crop where there is image. Padding is "border" (the edge pixels repeat): bilinear samples
+   near the image edge then match torchvision's resize (``padding_mode="zeros"`` would blend the
+   outermost half pixel with black), and the corners of a rotation reaching beyond the image repeat
+   its edge instead of torchvision's black fill (the same on a black background, as in the digits).
    There is no anti-aliasing: a crop more than about twice the output size aliases somewhat.
 2. **Colour jitter** with probability ``jitter_p``: brightness (multiply by ``U[1-b, 1+b]``),
    contrast (blend with the per-image mean of the grey image, factor ``U[1-c, 1+c]``), saturation
    (blend with the grey image, factor ``U[1-s, 1+s]``), hue (rotate the HSV hue by ``U[-h, h]``
-   turns), each followed by a clamp to [0, 1]. The order is fixed (brightness, contrast, saturation,
-   hue); torchvision's ``ColorJitter`` draws a random order on every call.
+   turns, exact closed form of RGB -> HSV -> RGB), each followed by a clamp to [0, 1]. The order is
+   fixed (brightness, contrast, saturation, hue); torchvision's ``ColorJitter`` draws a random order
+   on every call.
 3. **Grayscale** with probability ``grayscale_p`` (ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B,
    repeated over the 3 channels; torchvision uses 0.2989 for R).
 4. **Gaussian blur** with probability ``blur_p``: sigma ``U[blur_sigma]`` in output pixels, separable,
    kernel radius ``ceil(3 * max(blur_sigma))`` capped at ``(S - 1) // 2`` so the kernel is no wider
-   than the image, reflect padding; the per-sample kernels run as one grouped convolution.
+   than the image, reflect padding; the per-sample kernels run as two batched matrix products.
 5. **Solarisation** with probability ``solarize_p``: ``x -> 1 - x`` where ``x >= 0.5``.
 
 Saturation, hue and grayscale do nothing on grey (``C == 1``) images.
@@ -42,8 +50,10 @@ All randomness comes from the ``torch.Generator`` passed in (one ``torch.rand`` 
 generator's device), so the same generator state gives the same views (bit-identical on CPU), and a
 run resumes exactly by saving and restoring ``generator.get_state()``.
 
-The per-operation functions (:func:`adjust_brightness`, :func:`adjust_hue`, :func:`gaussian_blur`, ...)
-take per-sample parameter tensors of shape ``(B,)`` and are usable on their own.
+The per-operation functions take per-sample parameter tensors of shape ``(B,)`` and are usable on
+their own: :func:`adjust_brightness`, :func:`adjust_contrast`, :func:`adjust_saturation`,
+:func:`adjust_hue`, :func:`grayscale`, :func:`gaussian_blur`, :func:`solarize` return new tensors;
+the versions ending in ``_`` work in place.
 """
 
 from __future__ import annotations
@@ -174,21 +184,25 @@ def affine_theta(crop_box: Tensor, flip: Tensor, angle: Tensor, height: int, wid
 
 
 def affine_grid(theta: Tensor, size: int) -> Tensor:
-    """Sampling grid (B, size, size, 2) of ``F.affine_grid(theta, (B, C, size, size), align_corners=False)``,
-    as one small matrix product (affine_grid materialises a (B, size, size, 3) base grid first)."""
+    """Sampling grid (B, size, size, 2) of ``F.affine_grid(theta, (B, C, size, size), align_corners=False)``
+    up to rounding, by broadcasting (affine_grid materialises a (B, size, size, 3) base grid and
+    multiplies it with theta, several times slower on CPU)."""
     coords = (2.0 * torch.arange(size, dtype=theta.dtype, device=theta.device) + 1.0) / size - 1.0  # pixel centres
-    u = coords.view(1, size).expand(size, size)
-    v = coords.view(size, 1).expand(size, size)
-    base = torch.stack([u, v, torch.ones_like(u)], dim=-1).view(1, size * size, 3)
-    return torch.matmul(base, theta.transpose(1, 2)).view(-1, size, size, 2)
+    u, v = coords.view(1, 1, size), coords.view(1, size, 1)  # output x along columns, y along rows
+    grid = torch.empty((theta.shape[0], size, size, 2), dtype=theta.dtype, device=theta.device)
+    for k in range(2):  # input x, then input y: a * u + b * v + c
+        a, b, c = (_per_sample(t, 3) for t in theta[:, k].unbind(dim=1))
+        torch.add(a * u, b * v + c, out=grid[..., k])
+    return grid
 
 
 def crop_flip_rotate(x: Tensor, crop_box: Tensor, flip: Tensor, angle: Tensor, out_size: int) -> Tensor:
     """One bilinear resampling of x (B, C, H, W) through each sample's crop box (B, 4), flip (B,) and
-    rotation (B,) degrees -> (B, C, out_size, out_size); points outside the image read 0."""
+    rotation (B,) degrees -> (B, C, out_size, out_size); points outside the image read the nearest
+    edge pixel (``padding_mode="border"``)."""
     height, width = x.shape[-2:]
     grid = affine_grid(affine_theta(crop_box, flip, angle, height, width).to(x.dtype), out_size)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,7 +475,8 @@ class ViewTransform(nn.Module):
 
     # ---- the operations ---------------------------------------------------------------------
 
-    def _mask(self, params: dict[str, Tensor], key: str, p: float) -> Tensor | None:
+    @staticmethod
+    def _mask(params: dict[str, Tensor], key: str, p: float) -> Tensor | None:
         """The per-sample mask ``params[key]``, or None (every sample) when its probability p is 1."""
         return None if p >= 1.0 else params[key]
 
@@ -538,7 +553,8 @@ def resize_images(images: Tensor, out_size: int) -> Tensor:
     """Deterministic resize for evaluation: uint8 or float (B, C, H, W) -> float32 (B, C, S, S) in [0, 1].
 
     Bilinear (``align_corners=False``), anti-aliased when shrinking; a non-square input is stretched
-    to a square. When the size already matches, only the conversion to float in [0, 1] happens.
+    to a square. When the size already matches, only the conversion to float in [0, 1] happens (a
+    float32 input is then returned as is, not copied).
     """
     x = to_float(images)
     height, width = x.shape[-2:]
