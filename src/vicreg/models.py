@@ -77,7 +77,8 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-@register_backbone("small_cnn", out_dim=128, min_size=8, description="4-conv CNN for fast CPU runs, 128-D")
+@register_backbone("small_cnn", out_dim=512, min_size=8,
+                   description="4-conv CNN for fast CPU runs, pooled to 2x2 (keeps the layout), 512-D")
 def small_cnn(in_channels: int, pretrained: bool = False) -> nn.Module:
     if pretrained:
         raise ValueError("small_cnn has no pretrained weights (use model.pretrained=false)")
@@ -86,8 +87,8 @@ def small_cnn(in_channels: int, pretrained: bool = False) -> nn.Module:
         *_conv_bn_relu(32, 64, stride=2),  # (B, 64, H/2, W/2)
         *_conv_bn_relu(64, 128, stride=2),  # (B, 128, H/4, W/4)
         *_conv_bn_relu(128, 128),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),  # (B, 128)
+        nn.AdaptiveAvgPool2d(2),  # (B, 128, 2, 2): where a stroke is matters for digits and letters
+        nn.Flatten(),  # (B, 512)
     )
 
 

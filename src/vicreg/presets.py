@@ -75,9 +75,9 @@ PRESETS: dict[str, dict] = {
         "data": {"dataset": "digits", "image_size": 16},
         "augment": _augment("digits"),
         "model": {"backbone": "small_cnn", "head": "none", "expander": [512, 512, 512]},
-        "optim": {"name": "adamw", "lr": 2e-3, "lr_scaling": "none", "weight_decay": 1e-4,
+        "optim": {"name": "adamw", "lr": 4e-3, "lr_scaling": "none", "weight_decay": 1e-4,
                   "warmup_epochs": 5, "final_lr_ratio": 0.01},
-        "train": {"epochs": 60, "batch_size": 128, "knn_every": 20, "checkpoint_every": 20},
+        "train": {"epochs": 40, "batch_size": 128, "knn_every": 10, "checkpoint_every": 10},
     },
     # The write-up's model: frozen random VGG16 conv stack, 512-128-32-E head, E-80-80-R expander.
     "seed": {
