@@ -518,3 +518,16 @@ def test_cuda_resident_and_auto_fallback():
     got = [(x.cpu(), y.cpu()) for x, y in s.epoch(2)]
     assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(cpu, got))
     assert next(iter(s.epoch(0)))[0].device.type == "cuda"
+
+
+def test_limit_train_and_test_take_the_first_images():
+    from vicreg.config import DataConfig
+    from vicreg.data import load_dataset
+
+    full = load_dataset(DataConfig(dataset="digits"), log=lambda m: None)
+    lines = []
+    small = load_dataset(DataConfig(dataset="digits", limit_train=100, limit_test=30), log=lines.append)
+    assert len(small.train) == 100 and len(small.test) == 30 and small.train_labeled is small.train
+    assert torch.equal(small.train.images, full.train.images[:100])
+    assert torch.equal(small.test.labels, full.test.labels[:30])
+    assert any("first 100 training and 30 test images" in line for line in lines)

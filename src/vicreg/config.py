@@ -97,6 +97,8 @@ class DataConfig:
     num_workers: int = 4  # DataLoader workers when streaming
     test_fraction: float = 0.25  # held-out fraction where a dataset has no test split (digits, folder)
     split_seed: int = 0  # seed of that stratified split
+    limit_train: int | None = None  # use only the first N training images (quick runs)
+    limit_test: int | None = None  # use only the first N test images (quick runs)
     max_device_fraction: float = 0.5  # "auto" keeps data on the device if it fits in this share of its memory
 
 
@@ -405,6 +407,8 @@ def validate(cfg: Config) -> None:
 
     d = cfg.data
     _check(d.image_size is None or d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 or null")
+    _check(d.limit_train is None or d.limit_train >= 2, "data.limit_train", d.limit_train, "must be >= 2 or null")
+    _check(d.limit_test is None or d.limit_test >= 1, "data.limit_test", d.limit_test, "must be >= 1 or null")
     _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
     _check(0.0 < d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
     _check(0.0 < d.max_device_fraction <= 1.0, "data.max_device_fraction", d.max_device_fraction, "must be in (0, 1]")

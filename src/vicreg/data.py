@@ -592,7 +592,23 @@ def load_dataset(cfg: DataConfig, log: Log = print) -> ImageDataset:
     loader = LOADERS.get(cfg.dataset)
     if loader is None:
         raise ValueError(f"unknown dataset {cfg.dataset!r} (known datasets: {', '.join(LOADERS)})")
-    return loader(cfg, log)
+    ds = loader(cfg, log)
+    if cfg.limit_train is not None or cfg.limit_test is not None:
+        same = ds.train_labeled is ds.train
+        ds.train = _first(ds.train, cfg.limit_train)
+        ds.train_labeled = ds.train if same else _first(ds.train_labeled, cfg.limit_train)
+        ds.test = _first(ds.test, cfg.limit_test)
+        log(f"using the first {len(ds.train)} training and {len(ds.test)} test images (data.limit_train/limit_test)")
+    return ds
+
+
+def _first(split: Split, n: int | None) -> Split:
+    """The first ``n`` items of a split (all of them when n is None or larger)."""
+    if n is None or n >= len(split):
+        return split
+    if split.images is not None:
+        return Split(split.labels[:n], split.images[:n])
+    return Split(split.labels[:n], None, torch.utils.data.Subset(split.source, range(n)))
 
 
 # --------------------------------------------------------------------------------------------
