@@ -45,3 +45,15 @@ def test_train_prints_run_dir_and_knn(tmp_path, capsys):
     assert f"run directory: {tmp_path}" in out
     assert "k-NN top-1, learned embedding, test split: k=20:" in out
     assert "k-NN top-1, raw pixels,        test split: k=20:" in out
+
+
+def test_resume_from_the_command_line(tmp_path, capsys):
+    base = ["--train.epochs", "1", "--train.batch_size", "128", "--data.image_size", "8", "--model.expander", "32,32",
+            "--train.progress", "false", "--train.out_dir", str(tmp_path), "--train.name", "r"]
+    assert main(["train", *base]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "r"), "--train.epochs", "5"]) == 2
+    assert "vicreg: error: --resume cannot change train.epochs" in capsys.readouterr().err
+    # a finished run resumes to the same end: nothing left to train, the summary is printed again
+    assert main(["train", "--resume", str(tmp_path / "r"), "--train.progress", "false"]) == 0
+    assert "k-NN top-1, learned embedding" in capsys.readouterr().out

@@ -63,7 +63,7 @@ def _cmd_presets() -> None:
 def _cmd_train(args, extra: list[str]) -> int:
     from pathlib import Path
 
-    from .config import _merge, config_from_dict, config_to_dict
+    from .config import with_overrides
     from .train import load_run_config, train
 
     if args.resume:
@@ -73,11 +73,7 @@ def _cmd_train(args, extra: list[str]) -> int:
         bad = sorted(set(overrides) - RESUME_OVERRIDABLE)
         if bad:
             raise ConfigError(f"--resume cannot change {bad[0]} (only {', '.join(sorted(RESUME_OVERRIDABLE))})")
-        tree = config_to_dict(load_run_config(args.resume))
-        for key, value in overrides.items():
-            section, field = key.split(".")
-            tree = _merge(tree, {section: {field: value}})
-        cfg = config_from_dict(tree)
+        cfg = with_overrides(load_run_config(args.resume), overrides)
         result = train(cfg, run_dir=Path(args.resume), resume=True)
     else:
         cfg = _resolve(args, extra)

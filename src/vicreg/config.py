@@ -36,6 +36,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "parse_overrides",
+    "with_overrides",
     "load_yaml",
     "save_yaml",
 ]
@@ -364,6 +365,14 @@ def build_config(preset: str | None = None, overrides: dict[str, Any] | None = N
         if recipe not in RECIPES:
             raise ConfigError(f"augment.recipe={recipe!r} is not valid: expected one of {', '.join(RECIPES)}")
         tree["augment"] = _merge(tree["augment"], {"recipe": recipe, **RECIPES[recipe]})
+    for key, value in overrides.items():
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted overrides applied, validated."""
+    tree = config_to_dict(cfg)
     for key, value in overrides.items():
         _set_path(tree, key, value)
     return config_from_dict(tree)
