@@ -1,6 +1,5 @@
 """Weighted k-NN on toy sets with known answers."""
 
-import pytest
 import torch
 
 from vicreg.evaluate import knn_accuracy
