@@ -149,11 +149,6 @@ class _Logger:
 def _stop_on_sigint():
     """The first Ctrl-C sets a flag that the loop reads after each step; a second one aborts at once."""
     flag = {"stop": False}
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-    except ValueError:  # not in the main thread: no handler
-        yield flag
-        return
 
     def handler(signum, frame):
         if flag["stop"]:
@@ -161,8 +156,8 @@ def _stop_on_sigint():
         flag["stop"] = True
 
     try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread: Ctrl-C keeps its default behaviour
         yield flag
         return
     try:
