@@ -74,6 +74,21 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at):
     lb = [(r["step"], r["loss"], r["invariance"], r["variance"], r["covariance"]) for r in rows(tmp_path / "part/metrics.csv")]
     assert la == lb
     assert resumed.knn == full.knn
+    assert rows(tmp_path / "full/knn.csv") == rows(tmp_path / "part/knn.csv")
+
+
+def test_resume_drops_rows_written_after_the_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, **{"train.epochs": 1})
+    train(cfg, run_dir=tmp_path / "r", echo=lambda m: None)
+    # as if the process died after logging past its checkpoint: extra rows beyond the saved step
+    last = load_checkpoint(tmp_path / "r")["step"]
+    with open(tmp_path / "r/knn.csv", "a") as f:
+        f.write(f"{last + 5},9.000,1.00,1.00\n")
+    with open(tmp_path / "r/metrics.csv", "a") as f:
+        f.write(f"{last + 5},9,0.1,1,1,1,1,1\n")
+    train(cfg, run_dir=tmp_path / "r", resume=True, echo=lambda m: None)
+    assert max(int(r["step"]) for r in rows(tmp_path / "r/knn.csv")) == last
+    assert max(int(r["step"]) for r in rows(tmp_path / "r/metrics.csv")) == last
 
 
 def test_diverging_run_stops_with_a_clear_error(tmp_path):

@@ -166,19 +166,31 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
+def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> None:
+    """Rewrite the CSV at ``path`` keeping the rows with step <= until_step; create it with ``header`` if
+    it does not exist and a header is given."""
+    rows: list[list[str]] = []
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None) or header
+            rows = [r for r in reader if int(r[0]) <= until_step]
+    if header is None:
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
 class _MetricsWriter:
     """metrics.csv and TensorBoard. Step losses stay on the device until ``flush`` (one host sync per window)."""
 
     def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
-        self.path = run_dir / "metrics.csv"
-        rows = []
-        if self.path.exists():  # resuming: drop rows written after the checkpoint
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
+        self.path, self.knn_path = run_dir / "metrics.csv", run_dir / "knn.csv"
+        # resuming: drop the rows written after the checkpoint, so the files read as one unbroken run
+        _keep_rows(self.path, keep_until_step, header=METRIC_COLUMNS)
+        _keep_rows(self.knn_path, keep_until_step)
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []
         self.tb = None
         if tensorboard:
@@ -214,10 +226,9 @@ class _MetricsWriter:
         self.pending.clear()
         return values[-1]
 
-    def knn(self, run_dir: Path, step: int, epoch: float, acc: dict[int, float]) -> None:
-        path = run_dir / "knn.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
+    def knn(self, step: int, epoch: float, acc: dict[int, float]) -> None:
+        new = not self.knn_path.exists()
+        with open(self.knn_path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["step", "epoch", *(f"knn@{k}" for k in acc)])
@@ -291,12 +302,11 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     eval_bs = max(256, t.batch_size)
     bank_batches = Batches(dataset.train_labeled, eval_bs, device, shuffle=False, drop_last=False, **common)
     test_batches = Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common)
-    if dataset.train.images is not None:
-        mean, std = channel_stats(dataset.train.images)
-    else:
-        sample = torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train),
-                                                                         max(1, len(dataset.train) // 1000))])
-        mean, std = channel_stats(sample)
+    stats_images = dataset.train.images
+    if stats_images is None:  # streamed: about a thousand images spread over the split
+        every = max(1, len(dataset.train) // 1000)
+        stats_images = torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train), every)])
+    mean, std = channel_stats(stats_images)
 
     # ---- 3. model, augmentation, optimiser ---------------------------------------------------
     model = build_model(cfg.model, dataset.channels, mean, std).to(device)
@@ -395,7 +405,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                     last = epoch_done == t.epochs
                     if last or (t.knn_every and epoch_done % t.knn_every == 0):
                         knn = evaluate()
-                        metrics.knn(run_dir, step, epoch_done, knn)
+                        metrics.knn(step, epoch_done, knn)
                         log(f"epoch {epoch_done}: k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items()))
                     if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
                         checkpoint()
