@@ -57,3 +57,15 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     # a finished run resumes to the same end: nothing left to train, the summary is printed again
     assert main(["train", "--resume", str(tmp_path / "r"), "--train.progress", "false"]) == 0
     assert "k-NN top-1, learned embedding" in capsys.readouterr().out
+
+
+def test_config_file_round_trip(tmp_path, capsys):
+    assert main(["config", "--preset", "seed", "--loss.nu", "0"]) == 0
+    (tmp_path / "c.yaml").write_text(capsys.readouterr().out)
+    assert main(["config", "--config", str(tmp_path / "c.yaml"), "--train.epochs", "3"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["preset"] == "seed" and cfg["loss"]["nu"] == 0.0 and cfg["train"]["epochs"] == 3
+    (tmp_path / "partial.yaml").write_text("loss:\n  mu: 2\n")
+    assert main(["config", "--config", str(tmp_path / "partial.yaml")]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["preset"] == "demo" and cfg["loss"]["mu"] == 2.0

@@ -37,12 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args, extra: list[str]):
-    overrides = parse_overrides(extra)
-    base = load_yaml(args.config) if args.config else None
-    preset = args.preset if args.preset is not None else ("demo" if base is None or "preset" not in base else None)
-    if base is not None and preset is None:
-        preset = base.pop("preset", None)
-    return build_config(preset, overrides, base)
+    """--preset (else the YAML file's own preset, else demo) <- --config FILE <- --section.key overrides."""
+    base = load_yaml(args.config) if args.config else {}
+    preset = args.preset or base.pop("preset", None) or "demo"
+    return build_config(preset, parse_overrides(extra), base)
 
 
 def _cmd_presets() -> None:
