@@ -157,6 +157,8 @@ class TrainConfig:
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.1
     checkpoint_every: int = 10  # epochs between checkpoints (the last epoch always saves)
+    diagnostics_every: int = 1  # epochs between collapse diagnostics (0: only at the end)
+    diagnostics_samples: int = 2048  # test images (evenly spaced) embedded for the diagnostics
     log_every: int = 10  # steps between flushes of the per-step metrics (no host sync in between)
     out_dir: str = "runs"  # parent directory of run directories
     name: str | None = None  # run directory name; default: <preset>-<timestamp>
@@ -463,6 +465,9 @@ def validate(cfg: Config) -> None:
     _check(t.knn_temperature > 0.0, "train.knn_temperature", t.knn_temperature, "must be > 0")
     _check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "must be >= 0")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
+    _check(t.diagnostics_every >= 0, "train.diagnostics_every", t.diagnostics_every, "must be >= 0")
+    _check(t.diagnostics_samples >= 2, "train.diagnostics_samples", t.diagnostics_samples,
+           "must be >= 2 (a std needs two samples)")
 
 
 # --------------------------------------------------------------------------------------------

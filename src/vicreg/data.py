@@ -611,6 +611,17 @@ def _first(split: Split, n: int | None) -> Split:
     return Split(split.labels[:n], None, torch.utils.data.Subset(split.source, range(n)))
 
 
+def spread_subset(split: Split, n: int) -> Split:
+    """``n`` items evenly spaced over a split (all of them when n >= len): a fixed sample that covers every
+    class even when the split is sorted by class (image folders)."""
+    if n >= len(split):
+        return split
+    idx = torch.linspace(0, len(split) - 1, n).round().long()
+    if split.images is not None:
+        return Split(split.labels[idx], split.images[idx])
+    return Split(split.labels[idx], None, torch.utils.data.Subset(split.source, idx.tolist()))
+
+
 # --------------------------------------------------------------------------------------------
 # Batches on the device
 # --------------------------------------------------------------------------------------------

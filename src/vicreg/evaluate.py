@@ -1,12 +1,19 @@
-"""Evaluation of a frozen representation: feature extraction and weighted k-NN accuracy.
+"""Evaluation of a frozen representation: feature extraction, weighted k-NN and a linear probe.
 
 Weighted k-NN as in the instance-discrimination literature (Wu et al. 2018; DINO): features are
 L2-normalised, the k most cosine-similar training samples vote for their class with weight
 exp(similarity / temperature), and the class with the largest total wins. Top-1 accuracy in percent.
+
+Linear probe: a single linear layer on frozen features standardised with the training split's mean and
+std, trained with cross-entropy, AdamW and a cosine schedule for a fixed number of epochs (no early
+stopping, no tuning on the test split), then top-1 on the test split.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -15,26 +22,50 @@ from torch import Tensor, nn
 
 from .augment import resize_images
 
-__all__ = ["extract_features", "knn_accuracy", "raw_pixel_features"]
+__all__ = ["LEVELS", "ProbeResult", "extract_features", "extract_outputs", "knn_accuracy", "linear_probe",
+           "raw_pixel_features"]
+
+LEVELS = ("representation", "embedding", "projection")  # backbone output, head output E, expander output
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], input_size: int,
-                     autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> tuple[Tensor, Tensor]:
-    """Embeddings (model.embed) of every image of ``batches`` (uint8 on the device), resized to
-    ``input_size`` without augmentation. Returns float32 features (N, E) and int64 labels (N,) on the device."""
+def extract_outputs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], input_size: int,
+                    autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+                    levels: Iterable[str] = LEVELS) -> tuple[dict[str, Tensor], Tensor]:
+    """The model's outputs at each of ``levels`` (representation, embedding, projection) for every image of
+    ``batches`` (uint8 on the device), resized to ``input_size`` without augmentation, in eval mode.
+    Returns ({level: float32 (N, dim)}, int64 labels (N,)), on the device."""
+    levels = tuple(levels)
+    unknown = [lv for lv in levels if lv not in LEVELS]
+    if unknown:
+        raise ValueError(f"unknown feature level {unknown[0]!r}; choose from {', '.join(LEVELS)}")
     was_training = model.training
     model.eval()
-    feats, labels = [], []
+    feats: dict[str, list[Tensor]] = {lv: [] for lv in levels}
+    labels = []
     for images, y in batches:
         x = resize_images(images, input_size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            feats.append(model.embed(x).float())
+            out = model(x) if "projection" in levels else None
+            if out is None:  # the expander is not needed: stop at the embedding
+                r = model.represent(x)
+                out = {"representation": r, "embedding": model.head(r)}
+            else:
+                out = out._asdict()
+        for lv in levels:
+            feats[lv].append(out[lv].float())
         labels.append(y)
     model.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
+    return {lv: torch.cat(f) for lv, f in feats.items()}, torch.cat(labels)
+
+
+def extract_features(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], input_size: int,
+                     autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> tuple[Tensor, Tensor]:
+    """Embeddings (N, E) of every image of ``batches`` and their labels (N,): extract_outputs at one level."""
+    feats, labels = extract_outputs(model, batches, input_size, autocast_dtype, channels_last, ("embedding",))
+    return feats["embedding"], labels
 
 
 def raw_pixel_features(batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -73,3 +104,61 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
             correct[k] += int((votes.argmax(dim=1) == y).sum())
     n = test_features.shape[0]
     return {k: 100.0 * correct[k] / n for k in ks}
+
+
+@dataclass
+class ProbeResult:
+    top1: float  # % on the test split
+    train_top1: float  # % on the training split (a large gap means the probe overfits)
+    seconds: float
+
+
+def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+                 epochs: int = 30, batch_size: int | None = None, lr: float = 1e-2, weight_decay: float = 1e-4,
+                 seed: int = 0) -> ProbeResult:
+    """Train a linear classifier on frozen features (N, D) and report top-1 (%) on the test features.
+
+    Features are standardised with the training split's mean and std; unlabelled samples (label -1) are
+    dropped. Fixed schedule: AdamW, cosine decay from ``lr`` over ``epochs`` epochs of shuffled mini-batches
+    (seeded), so the figure is reproducible and never tuned on the test split. Runs where the features are.
+    batch_size None: N // 20 clamped to [64, 1024], so small datasets still get about 20 steps per epoch."""
+    t0 = time.perf_counter()
+    if batch_size is None:
+        batch_size = min(1024, max(64, int((train_labels >= 0).sum()) // 20))
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"linear_probe needs epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
+    keep = train_labels >= 0
+    x, y = train_features[keep].float(), train_labels[keep]
+    if x.shape[0] == 0:
+        raise ValueError("linear_probe needs labelled training features, got none")
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+    x = (x - mean) / std
+    x_test = (test_features.float() - mean) / std
+    num_classes = int(max(int(y.max()), int(test_labels.max()))) + 1
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = nn.Linear(x.shape[1], num_classes).to(x.device)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
+    total = epochs * steps_per_epoch
+    step = 0
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = torch.randperm(x.shape[0], generator=generator).to(x.device)
+            for idx in order.split(batch_size):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                loss = F.cross_entropy(probe(x[idx]), y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+
+    @torch.no_grad()
+    def top1(features: Tensor, labels: Tensor) -> float:
+        correct = sum(int((probe(f).argmax(dim=1) == t).sum())
+                      for f, t in zip(features.split(8192), labels.split(8192)))
+        return 100.0 * correct / max(len(labels), 1)
+
+    return ProbeResult(top1(x_test, test_labels), top1(x, y), time.perf_counter() - t0)

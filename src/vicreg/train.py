@@ -5,6 +5,8 @@ A run directory holds::
     config.yaml        the resolved configuration (all fields)
     metrics.csv        one row per step: lr, loss and its three unweighted terms, images/s
     knn.csv            k-NN accuracy of the embedding on the test split, per evaluation
+    diagnostics.jsonl  collapse diagnostics per epoch: per-dimension std, singular values, effective rank and
+                       the fraction of dimensions below the hinge target, of the embedding and the projection
     tb/                TensorBoard event files (the same scalars)
     checkpoint.pt      model, optimiser, scheduler, step and RNG states (written atomically)
     summary.json       final k-NN accuracies (learned and raw pixels), time, images/s
@@ -33,8 +35,9 @@ import yaml
 
 from .augment import TwoViews
 from .config import Config, config_from_dict, config_to_dict, save_yaml
-from .data import Batches, ImageDataset, load_dataset
-from .evaluate import extract_features, knn_accuracy, raw_pixel_features
+from .data import Batches, ImageDataset, load_dataset, spread_subset
+from .diagnostics import collapse_diagnostics
+from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .loss import vicreg_loss
 from .models import BACKBONES, VICReg, build_model
 from .optim import build_optimizer, learning_rate, peak_lr
@@ -183,14 +186,26 @@ def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> 
         w.writerows(rows)
 
 
+def _keep_jsonl(path: Path, until_step: int) -> None:
+    """Rewrite the JSON-lines file at ``path`` keeping the records with step <= until_step."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        records = [line for line in f if line.strip() and json.loads(line)["step"] <= until_step]
+    with open(path, "w") as f:
+        f.writelines(records)
+
+
 class _MetricsWriter:
     """metrics.csv and TensorBoard. Step losses stay on the device until ``flush`` (one host sync per window)."""
 
     def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
         self.path, self.knn_path = run_dir / "metrics.csv", run_dir / "knn.csv"
+        self.diagnostics_path = run_dir / "diagnostics.jsonl"
         # resuming: drop the rows written after the checkpoint, so the files read as one unbroken run
         _keep_rows(self.path, keep_until_step, header=METRIC_COLUMNS)
         _keep_rows(self.knn_path, keep_until_step)
+        _keep_jsonl(self.diagnostics_path, keep_until_step)
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []
         self.tb = None
         if tensorboard:
@@ -236,6 +251,15 @@ class _MetricsWriter:
         if self.tb is not None:
             for k, v in acc.items():
                 self.tb.add_scalar(f"knn/top1@{k}", v, step)
+
+    def diagnostics(self, record: dict) -> None:
+        with open(self.diagnostics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for level in ("embedding", "projection"):
+                self.tb.add_scalar(f"collapse/{level}_effective_rank", record[level]["effective_rank"], record["step"])
+                self.tb.add_scalar(f"collapse/{level}_frac_below_target", record[level]["frac_below_target"],
+                                   record["step"])
 
     def close(self) -> None:
         if self.tb is not None:
@@ -302,6 +326,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     eval_bs = max(256, t.batch_size)
     bank_batches = Batches(dataset.train_labeled, eval_bs, device, shuffle=False, drop_last=False, **common)
     test_batches = Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common)
+    diag_batches = Batches(spread_subset(dataset.test, t.diagnostics_samples), eval_bs, device, shuffle=False,
+                           drop_last=False, **common)
     stats_images = dataset.train.images
     if stats_images is None:  # streamed: about a thousand images spread over the split
         every = max(1, len(dataset.train) // 1000)
@@ -346,6 +372,18 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         test = extract_features(model, test_batches.epoch(0), input_size, amp, channels_last)
         return knn_accuracy(*bank, *test, ks=t.knn_k, temperature=t.knn_temperature)
 
+    def diagnose(epoch_done: int) -> str:
+        """Collapse diagnostics of the embedding and the projection of a fixed test sample; returns a summary."""
+        outputs, _ = extract_outputs(model, diag_batches.epoch(0), input_size, amp, channels_last,
+                                     ("embedding", "projection"))
+        found = {level: collapse_diagnostics(z, cfg.loss.gamma, cfg.loss.eps) for level, z in outputs.items()}
+        metrics.diagnostics({"step": step, "epoch": epoch_done, "target": cfg.loss.gamma,
+                             **{level: d.to_dict() for level, d in found.items()}})
+        collapse["final"] = {level: {"dim": d.dim, "effective_rank": d.effective_rank,
+                                     "frac_below_target": d.frac_below_target} for level, d in found.items()}
+        e = found["embedding"]
+        return f"rank {e.effective_rank:.1f}/{e.dim} low-std {100 * e.frac_below_target:.0f}%"
+
     def checkpoint() -> None:
         save_checkpoint(run_dir / CHECKPOINT, cfg, model, optimizer, step, schedule, generator, knn)
 
@@ -354,6 +392,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     bar = tqdm(total=total_steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True)
     t_start = time.perf_counter()
     window = {"time": t_start, "step": step}  # throughput window between flushes
+    collapse = {"summary": ""}  # the latest diagnostics, shown in the progress bar
 
     def flush() -> None:
         now = time.perf_counter()
@@ -361,8 +400,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         last = metrics.flush(ips)
         if last:
             loss, inv, var, cov = last
-            bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} {ips:,.0f} img/s",
-                                refresh=False)
+            bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} "
+                                f"{collapse['summary']} {ips:,.0f} img/s", refresh=False)
         window.update(time=now, step=step)
 
     model.train()
@@ -403,10 +442,13 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                     flush()
                     epoch_done = epoch + 1
                     last = epoch_done == t.epochs
+                    if last or (t.diagnostics_every and epoch_done % t.diagnostics_every == 0):
+                        collapse["summary"] = diagnose(epoch_done)
                     if last or (t.knn_every and epoch_done % t.knn_every == 0):
                         knn = evaluate()
                         metrics.knn(step, epoch_done, knn)
-                        log(f"epoch {epoch_done}: k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items()))
+                        log(f"epoch {epoch_done}: k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items())
+                            + (f"; embedding {collapse['summary']}" if collapse["summary"] else ""))
                     if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
                         checkpoint()
                     window.update(time=time.perf_counter(), step=step)  # evaluation time is not training time
@@ -430,7 +472,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs, "train_seconds": round(seconds, 2),
                    "images_per_s": round(result.images_per_s, 1), "device": str(device),
                    "knn": {str(k): v for k, v in knn.items()},
-                   "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()}}
+                   "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()},
+                   "collapse": collapse.get("final", {})}
         with open(run_dir / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
     return result
