@@ -1,8 +1,9 @@
 """Weighted k-NN on toy sets with known answers."""
 
+import pytest
 import torch
 
-from vicreg.evaluate import knn_accuracy
+from vicreg.evaluate import knn_accuracy, linear_probe
 
 
 def test_knn_on_separated_clusters_is_perfect():
@@ -38,3 +39,54 @@ def test_chunking_does_not_change_the_answer():
     tx, ty = torch.randn(200, 8, generator=g), torch.randint(0, 5, (200,), generator=g)
     qx, qy = torch.randn(50, 8, generator=g), torch.randint(0, 5, (50,), generator=g)
     assert knn_accuracy(tx, ty, qx, qy, chunk=7) == knn_accuracy(tx, ty, qx, qy, chunk=1024)
+
+
+def test_linear_probe_separates_linearly_separable_classes():
+    # 5 classes, each a half-space region along its own direction: linearly separable but not by k-NN-friendly
+    # blobs (features are scaled very differently per dimension, which the standardisation must undo)
+    g = torch.Generator().manual_seed(0)
+    n, d, c = 1000, 12, 5
+    y = torch.randint(0, c, (n,), generator=g)
+    x = torch.randn(n, d, generator=g) * 0.3
+    x[torch.arange(n), y] += 3.0
+    x = x * torch.logspace(-3, 3, d)  # six decades of scale between dimensions
+    result = linear_probe(x[:800], y[:800], x[800:], y[800:], epochs=20)
+    assert result.top1 >= 99.0 and result.train_top1 >= 99.0
+    assert result.seconds > 0
+
+
+def test_linear_probe_is_reproducible_and_ignores_unlabelled():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 6, generator=g), torch.randint(0, 3, (300,), generator=g)
+    a = linear_probe(x, y, x[:50], y[:50], epochs=3, seed=7)
+    b = linear_probe(x, y, x[:50], y[:50], epochs=3, seed=7)
+    assert (a.top1, a.train_top1) == (b.top1, b.train_top1)
+    y_unl = y.clone()
+    y_unl[:100] = -1
+    c = linear_probe(x, y_unl, x[:50], y[:50], epochs=3)
+    assert 0.0 <= c.top1 <= 100.0
+
+
+def test_linear_probe_on_random_labels_stays_near_chance():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(2000, 8, generator=g), torch.randint(0, 4, (2000,), generator=g)
+    assert linear_probe(x[:1500], y[:1500], x[1500:], y[1500:], epochs=5).top1 < 35.0  # chance: 25 %
+
+
+def test_extract_outputs_gives_every_level():
+    from vicreg.models import build_model
+    from vicreg.config import ModelConfig
+    from vicreg.evaluate import extract_outputs
+
+    model = build_model(ModelConfig(backbone="small_cnn", head="mlp", head_widths=[8], embedding_dim=3,
+                                    expander=[16, 5]), 1, [0.5], [0.25])
+    images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+    batches = [(images[:6], torch.arange(6)), (images[6:], torch.arange(6, 10))]
+    feats, labels = extract_outputs(model, batches, 8)
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {"representation": (10, 512), "embedding": (10, 3),
+                                                            "projection": (10, 5)}
+    assert labels.tolist() == list(range(10)) and model.training  # the mode is restored
+    only, _ = extract_outputs(model, batches, 8, levels=("embedding",))
+    assert torch.allclose(only["embedding"], feats["embedding"], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown feature level 'logits'"):
+        extract_outputs(model, batches, 8, levels=("logits",))

@@ -29,7 +29,8 @@ def test_run_directory_contents(tmp_path):
     cfg = tiny(tmp_path, **{"train.epochs": 1})
     result = train(cfg, run_dir=tmp_path / "run", echo=lambda m: None)
     d = result.run_dir
-    for name in ("config.yaml", "metrics.csv", "knn.csv", "checkpoint.pt", "summary.json", "log.txt"):
+    for name in ("config.yaml", "metrics.csv", "knn.csv", "checkpoint.pt", "summary.json", "log.txt",
+                 "diagnostics.jsonl"):
         assert (d / name).exists(), name
     assert any((d / "tb").iterdir())
     assert not list(d.glob("*.tmp"))
@@ -43,6 +44,15 @@ def test_run_directory_contents(tmp_path):
     summary = json.loads((d / "summary.json").read_text())
     assert set(summary["knn"]) == {"5", "20"} and 0 <= summary["knn"]["20"] <= 100
     assert summary["knn_raw_pixels"]["20"] > 90  # raw 8x8 pixels already separate the digits well
+    # collapse diagnostics: one record per epoch, for the embedding (512-D here) and the projection
+    (diag,) = [json.loads(line) for line in (d / "diagnostics.jsonl").read_text().splitlines()]
+    assert diag["step"] == steps_per_epoch and diag["target"] == 1.0
+    for level, dim in (("embedding", 512), ("projection", 64)):
+        rec = diag[level]
+        assert rec["dim"] == dim and len(rec["std"]) == dim
+        assert len(rec["singular_values"]) == min(dim, 450)  # min(N, D) over the 450 test digits
+        assert 1.0 <= rec["effective_rank"] <= dim and 0.0 <= rec["frac_below_target"] <= 1.0
+    assert summary["collapse"]["embedding"]["effective_rank"] == diag["embedding"]["effective_rank"]
     # the loss terms are each logged and add up to the total with the weights
     r = metrics[-1]
     total = 25 * float(r["invariance"]) + 25 * float(r["variance"]) + float(r["covariance"])
@@ -75,6 +85,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at):
     assert la == lb
     assert resumed.knn == full.knn
     assert rows(tmp_path / "full/knn.csv") == rows(tmp_path / "part/knn.csv")
+    assert (tmp_path / "full/diagnostics.jsonl").read_text() == (tmp_path / "part/diagnostics.jsonl").read_text()
 
 
 def test_resume_drops_rows_written_after_the_checkpoint(tmp_path):
@@ -86,7 +97,11 @@ def test_resume_drops_rows_written_after_the_checkpoint(tmp_path):
         f.write(f"{last + 5},9.000,1.00,1.00\n")
     with open(tmp_path / "r/metrics.csv", "a") as f:
         f.write(f"{last + 5},9,0.1,1,1,1,1,1\n")
+    with open(tmp_path / "r/diagnostics.jsonl", "a") as f:
+        f.write(json.dumps({"step": last + 5}) + "\n")
     train(cfg, run_dir=tmp_path / "r", resume=True, echo=lambda m: None)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r/diagnostics.jsonl").read_text().splitlines()]
+    assert steps == [last]
     assert max(int(r["step"]) for r in rows(tmp_path / "r/knn.csv")) == last
     assert max(int(r["step"]) for r in rows(tmp_path / "r/metrics.csv")) == last
 

@@ -7,6 +7,12 @@
     vicreg train --resume runs/demo-...       continue a stopped run from its checkpoint
     vicreg presets                            the presets, recipes and backbones
     vicreg config [--preset NAME] [...]       print the resolved config as YAML without training
+    vicreg eval RUN_DIR                       k-NN and linear probe per feature level -> RUN_DIR/eval.json
+    vicreg plot RUN_DIR                       loss curves, k-NN, spectrum, t-SNE / 2-D scatter -> RUN_DIR/plots
+    vicreg embed RUN_DIR -o test.npz          representation, embedding, projection and labels (.npz/.parquet)
+    vicreg experiment collapse                rerun a write-up experiment (collapse, weights, dims,
+                                              seed-vs-resnet) and write a Markdown + HTML report
+    vicreg experiment sweep --set loss.nu=0,1,25   sweep any config field(s)
 """
 
 from __future__ import annotations
@@ -33,6 +39,54 @@ def _parser() -> argparse.ArgumentParser:
         if name == "train":
             sp.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run")
     sub.add_parser("presets", help="list presets, augmentation recipes and backbones")
+
+    ev = sub.add_parser("eval", help="k-NN and linear-probe accuracy of a trained run",
+                        description="Weighted k-NN (cosine) and a linear probe on the frozen representation, "
+                        "embedding and expander output of a run's checkpoint, and on raw pixels; prints a table "
+                        "and writes RUN_DIR/eval.json.")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--k", type=int, nargs="+", default=[20, 200], help="k values of the k-NN (default 20 200)")
+    ev.add_argument("--temperature", type=float, default=0.1, help="k-NN vote temperature (default 0.1)")
+    ev.add_argument("--probe-epochs", type=int, default=30, help="epochs of the linear probe (default 30)")
+    ev.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+
+    pl = sub.add_parser("plot", help="pictures of a trained run",
+                        description="Loss curves, k-NN over training, singular-value spectrum and per-dimension "
+                        "std, collapse over training, and the test embedding (2-D scatter when E = 2, else "
+                        "t-SNE) as PNG (and SVG for line plots) in RUN_DIR/plots.")
+    pl.add_argument("run_dir", metavar="RUN_DIR")
+    pl.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/plots)")
+    pl.add_argument("--window", type=int, default=200, help="batches per averaging window of the loss curves")
+    pl.add_argument("--tsne-points", type=int, default=10_000, help="test points in the t-SNE (default 10000)")
+    pl.add_argument("--no-svg", action="store_true", help="PNG only")
+    pl.add_argument("--device", default="auto", help="device that embeds the test split (default auto)")
+
+    em = sub.add_parser("embed", help="export representations, embeddings and labels",
+                        description="Embed every image of a split with a run's checkpoint and write the "
+                        "representation, embedding, projection and labels as .npz or .parquet.")
+    em.add_argument("run_dir", metavar="RUN_DIR")
+    em.add_argument("--split", default="test", choices=["train", "test"])
+    em.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.npz or FILE.parquet")
+    em.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+
+    from .experiments import EXPERIMENTS
+
+    ex = sub.add_parser("experiment", help="rerun a write-up experiment and write a report",
+                        description="Run every configuration of an experiment with everything else held equal, "
+                        "evaluate and plot each, and write report.md and a self-contained report.html. "
+                        "Experiments: " + "; ".join(f"{e.name}: {e.title}" for e in EXPERIMENTS.values())
+                        + "; sweep: any config field(s) via --set. Extra --section.key value overrides apply to "
+                        "every run.")
+    ex.add_argument("name", choices=[*EXPERIMENTS, "sweep"], metavar="NAME",
+                    help=f"one of {', '.join([*EXPERIMENTS, 'sweep'])}")
+    ex.add_argument("--dataset", default="digits", help="dataset of every run (default digits, offline)")
+    ex.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                    help="sweep values of a config field (sweep only; repeat for a product)")
+    ex.add_argument("--out", default="runs/experiments", metavar="DIR", help="parent folder (default runs/experiments)")
+    ex.add_argument("--window", type=int, default=200, help="batches per averaging window of the loss curves")
+    ex.add_argument("--probe-epochs", type=int, default=30, help="epochs of each linear probe (default 30)")
+    ex.add_argument("--force", action="store_true", help="retrain runs that already finished")
     return p
 
 
@@ -88,6 +142,56 @@ def _cmd_train(args, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from .runs import evaluate_run, format_eval_table
+
+    print(f"evaluating {args.run_dir} (k-NN k={', '.join(map(str, args.k))}, linear probe {args.probe_epochs} epochs)")
+    report = evaluate_run(args.run_dir, device=args.device, ks=tuple(args.k), temperature=args.temperature,
+                          probe_epochs=args.probe_epochs, raw_pixels=not args.no_raw_pixels)
+    print(format_eval_table(report))
+    print(f"wrote {args.run_dir.rstrip('/')}/eval.json ({report['seconds']:.1f} s on {report['device']})")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .plots import plot_run
+    from .runs import embed_run
+
+    arrays = embed_run(args.run_dir, "test", device=args.device)
+    paths = plot_run(args.run_dir, outputs=arrays, class_names=[str(c) for c in arrays["classes"]], out_dir=args.out,
+                     window=args.window, tsne_points=args.tsne_points, formats=("png",) if args.no_svg else ("png", "svg"))
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from .runs import embed_run, save_embeddings
+
+    if not args.output.endswith((".npz", ".parquet")):
+        raise ValueError(f"-o {args.output!r} must end in .npz or .parquet")
+    arrays = embed_run(args.run_dir, args.split, device=args.device)
+    path = save_embeddings(arrays, args.output)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items() if k != "classes")
+    print(f"wrote {path}: {shapes}")
+    return 0
+
+
+def _cmd_experiment(args, extra: list[str]) -> int:
+    from .experiments import EXPERIMENTS, run_experiment, sweep_experiment
+
+    if args.name == "sweep":
+        experiment = sweep_experiment(args.set)
+    elif args.set:
+        raise ConfigError(f"--set is for `vicreg experiment sweep`; experiment {args.name} has fixed runs "
+                          "(use --section.key value to change every run)")
+    else:
+        experiment = EXPERIMENTS[args.name]
+    run_experiment(experiment, dataset=args.dataset, overrides=parse_overrides(extra), out_dir=args.out,
+                   probe_epochs=args.probe_epochs, window=args.window, force=args.force)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
@@ -105,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return _cmd_train(args, extra)
+        if args.command == "experiment":
+            return _cmd_experiment(args, extra)
+        if extra:
+            parser.error(f"unexpected arguments: {' '.join(extra)}")
+        if args.command in ("eval", "plot", "embed"):
+            return {"eval": _cmd_eval, "plot": _cmd_plot, "embed": _cmd_embed}[args.command](args)
         parser.print_help()
         return 2
     except ConfigError as e:
