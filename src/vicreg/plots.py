@@ -241,14 +241,22 @@ def _set_y_scale(ax, y: np.ndarray) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _step_axis(ax, xlabel: str = "training step (batches)") -> None:
+    """Whole numbers on the x axis (steps, epochs), starting at 0 so that a single point is not centred alone.
+    Call after plotting: fixing the left limit stops x autoscaling."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    ax.set_xlim(left=0)
+
+
 def _loss_axes(fig: Figure) -> list:
     axes = fig.subplots(2, 2, sharex=True).ravel()
     for ax, (_, title) in zip(axes, LOSS_PANELS):
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("loss value")
         ax.grid(alpha=0.3)
-    for ax in axes[2:]:
-        ax.set_xlabel("training step (batches)")
     return list(axes)
 
 
@@ -270,6 +278,7 @@ def fig_loss_curves(metrics: Mapping[str, np.ndarray], window: int, title: str =
         _, y = windowed_mean(metrics[column], used)
         ax.plot(steps, y, color="C0", marker="o" if len(y) < 30 else None, markersize=3)
         _set_y_scale(ax, y)
+        _step_axis(ax, "training step (batches)" if column in ("variance", "covariance") else "")
     epochs = f", {int(metrics['epoch'].max())} epochs" if "epoch" in metrics else ""
     head = f"{title}: training loss" if title else "Training loss"
     fig.suptitle(f"{head} ({n} batches{epochs}); {_window_note(n, window)}")
@@ -430,7 +439,7 @@ def fig_collapse_over_training(entries: Sequence[Mapping], title: str = "") -> F
     right.set_ylabel("% of dimensions")
     right.set_ylim(-3, 103)
     for ax in (left, right):
-        ax.set_xlabel("training step (batches)")
+        _step_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     fig.suptitle(f"{title}: collapse diagnostics over training" if title else "Collapse diagnostics over training")
@@ -455,7 +464,7 @@ def fig_knn(knn: Mapping[str, np.ndarray], raw_pixels: Mapping | None, title: st
         raw = _raw_pixel_value(raw_pixels, k)
         if raw is not None:
             ax.axhline(raw, color=color, linestyle="--", linewidth=1.2, label=f"raw pixels, k = {k}: {raw:.1f}%")
-    ax.set_xlabel(xlabel)
+    _step_axis(ax, xlabel)
     ax.set_ylabel("k-NN top-1 accuracy on the test split (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
@@ -565,6 +574,7 @@ def fig_compare_loss(runs: Mapping[str, Path | str], window: int) -> Figure:
         lines.append(line)
     for ax in axes:
         _set_y_scale(ax, np.concatenate([line.get_ydata() for line in ax.get_lines()]))
+        _step_axis(ax, "training step (batches)" if ax in axes[2:] else "")
     if len(set(used.values())) == 1:
         what = _window_note(min(len(m["loss"]) for m in metrics.values()), window)
     else:
@@ -599,7 +609,7 @@ def fig_compare_knn(runs: Mapping[str, Path | str]) -> Figure:
     else:
         for label, color, k, raw in baselines:
             ax.axhline(raw, color=color, linestyle="--", linewidth=1, label=f"{label}: raw pixels {raw:.1f}%")
-    ax.set_xlabel(xlabel)
+    _step_axis(ax, xlabel)
     ax.set_ylabel("k-NN top-1 accuracy on the test split (%)")
     ax.set_title(f"k-NN accuracy during training (k = {', '.join(map(str, ks))})")
     ax.grid(alpha=0.3)
