@@ -237,10 +237,10 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
         with open(run_dir / "summary.json") as f:
             summary = json.load(f)
         ev = evaluate_run(run_dir, device=cfg.train.device, ks=tuple(cfg.train.knn_k), probe_epochs=probe_epochs,
-                          levels=("representation", "embedding"), raw_pixels=False, log=lambda m: None)
+                          levels=("representation", "embedding", "projection"), raw_pixels=False, log=lambda m: None)
         emb = ev["levels"].get("embedding") or ev["levels"]["representation"]
         rep = ev["levels"]["representation"]
-        diag = ev["collapse"]["embedding"]
+        diag, proj = ev["collapse"]["embedding"], ev["collapse"]["projection"]
         arrays = embed_run(run_dir, "test", device=cfg.train.device)
         outputs[variant.label] = arrays
         runs[variant.label] = run_dir
@@ -252,6 +252,8 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
                "linear (E)": emb["linear_probe"], "linear (repr.)": rep["linear_probe"],
                "eff. rank (E)": diag["effective_rank"], "std<γ (E)": f"{100 * diag['frac_below_target']:.0f}%",
                "mean std (E)": sum(diag["std"]) / len(diag["std"]),
+               f"k-NN@{k_lo} (proj.)": ev["levels"]["projection"]["knn"][k_lo],
+               "eff. rank (proj.)": proj["effective_rank"], "mean std (proj.)": sum(proj["std"]) / len(proj["std"]),
                "inv": last["invariance"], "var": last["variance"], "cov": last["covariance"],
                "train s": summary["train_seconds"], "run_dir": str(run_dir.relative_to(folder))}
         rows.append(row)
@@ -273,7 +275,8 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
                       "else its t-SNE).",
         "spectra": "Singular values of the centred test embedding (normalised) and the per-dimension std, "
                    "sorted, against the variance hinge's target.",
-        "loss": f"Loss terms during training, averaged over windows of {window} batches.",
+        "loss": "Loss terms during training, averaged over windows of batches (the window is given in the figure; "
+                "runs too short for the requested window use a smaller one).",
         "knn": "k-NN accuracy of the embedding on the test split during training.",
     }
     for key in ("embeddings", "spectra", "loss", "knn"):
@@ -290,9 +293,10 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
         "E columns: the embedding (the head's output; the backbone's when there is no head), on the test split. "
         "k-NN: weighted, cosine, temperature 0.1, training split as the bank. linear: a linear probe on frozen, "
         f"standardised features, {probe_epochs} epochs, top-1 on the test split.",
-        "eff. rank: exp(entropy of the normalised singular values) of the centred test embedding; std<γ: share "
-        "of dimensions whose std is below the hinge target; inv/var/cov: the unweighted loss terms, mean of the "
-        "last 50 steps.",
+        "proj.: the expander output, the loss's input. eff. rank: exp(entropy of the normalised singular values) "
+        "of the centred test matrix; it ignores scale, so read it with the mean std: a matrix whose stds are far "
+        "below the hinge target γ has collapsed whatever its rank. std<γ: share of dimensions whose std is below "
+        "the target; inv/var/cov: the unweighted loss terms, mean of the last 50 steps.",
         f"Total time {time.perf_counter() - t0:.0f} s.",
     ]
     md, html = write_report(folder, experiment.title, intro, columns, rows, figures, notes)

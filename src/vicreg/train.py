@@ -389,7 +389,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
 
     # ---- 5. the loop ---------------------------------------------------------------------------
     start_step, interrupted = step, False
-    bar = tqdm(total=total_steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=None if t.progress else True, unit="step", dynamic_ncols=True)
     t_start = time.perf_counter()
     window = {"time": t_start, "step": step}  # throughput window between flushes
     collapse = {"summary": ""}  # the latest diagnostics, shown in the progress bar
