@@ -87,3 +87,19 @@ def test_sweep_end_to_end_writes_a_report_listing_every_run(tmp_path, capsys):
 def test_set_is_only_for_sweep(capsys):
     assert main(["experiment", "dims", "--set", "loss.nu=0,1"]) == 2
     assert "--set is for `vicreg experiment sweep`" in capsys.readouterr().err
+
+
+def test_a_run_is_reused_or_resumed_only_under_the_same_config(tmp_path):
+    from vicreg.config import save_yaml, with_overrides
+    from vicreg.experiments import _finished, _same_config
+
+    (_, cfg), = experiment_configs(sweep_experiment(["loss.nu=0"]), "digits", out_dir=tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert not _same_config(run_dir, cfg)
+    save_yaml(cfg, run_dir / "config.yaml")
+    assert _same_config(run_dir, cfg) and not _finished(run_dir, cfg)  # no summary.json yet
+    assert _same_config(run_dir, with_overrides(cfg, {"train.progress": False}))
+    assert not _same_config(run_dir, with_overrides(cfg, {"train.epochs": 3}))
+    (run_dir / "summary.json").write_text("{}")
+    assert _finished(run_dir, cfg)

@@ -181,15 +181,19 @@ class ExperimentResult:
     rows: list[dict]
 
 
-def _finished(run_dir: Path, cfg: Config) -> bool:
-    """A finished run of exactly this config (summary.json written, same config.yaml)."""
-    if not (run_dir / "summary.json").exists() or not (run_dir / "config.yaml").exists():
+def _same_config(run_dir: Path, cfg: Config) -> bool:
+    """Does run_dir hold a run of exactly this config (train.progress aside)?"""
+    if not (run_dir / "config.yaml").exists():
         return False
     with open(run_dir / "config.yaml") as f:
         saved = yaml.safe_load(f)
-    ignore = ("progress",)
-    strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k not in ignore}}  # noqa: E731
+    strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k != "progress"}}  # noqa: E731
     return strip(saved) == strip(config_to_dict(cfg))
+
+
+def _finished(run_dir: Path, cfg: Config) -> bool:
+    """A finished run of exactly this config (summary.json written)."""
+    return (run_dir / "summary.json").exists() and _same_config(run_dir, cfg)
 
 
 def _last_window(run_dir: Path, window: int = 50) -> dict[str, float]:
@@ -228,8 +232,9 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
         if not force and _finished(run_dir, cfg):
             echo(f"  reusing the finished run {run_dir}")
         else:
-            resume = not force and (run_dir / "checkpoint.pt").exists() and (run_dir / "config.yaml").exists()
-            if force and run_dir.exists():
+            resume = not force and (run_dir / "checkpoint.pt").exists() and _same_config(run_dir, cfg)
+            if run_dir.exists() and not resume:  # forced, or a run of another config: start afresh
+                echo(f"  replacing {run_dir} ({'--force' if force else 'its config differs'})")
                 shutil.rmtree(run_dir)
             result = train(cfg, run_dir=run_dir, resume=resume, echo=lambda m: None)
             if result.interrupted:
