@@ -74,9 +74,9 @@ def test_linear_probe_on_random_labels_stays_near_chance():
 
 
 def test_extract_outputs_gives_every_level():
-    from vicreg.models import build_model
     from vicreg.config import ModelConfig
     from vicreg.evaluate import extract_outputs
+    from vicreg.models import build_model
 
     model = build_model(ModelConfig(backbone="small_cnn", head="mlp", head_widths=[8], embedding_dim=3,
                                     expander=[16, 5]), 1, [0.5], [0.25])

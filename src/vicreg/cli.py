@@ -159,7 +159,8 @@ def _cmd_plot(args) -> int:
 
     arrays = embed_run(args.run_dir, "test", device=args.device)
     paths = plot_run(args.run_dir, outputs=arrays, class_names=[str(c) for c in arrays["classes"]], out_dir=args.out,
-                     window=args.window, tsne_points=args.tsne_points, formats=("png",) if args.no_svg else ("png", "svg"))
+                     window=args.window, tsne_points=args.tsne_points,
+                     formats=("png",) if args.no_svg else ("png", "svg"))
     for path in paths:
         print(f"wrote {path}")
     return 0

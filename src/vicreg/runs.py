@@ -130,7 +130,8 @@ def evaluate_run(run_dir: Path | str, device: str = "auto", ks: tuple[int, ...] 
 def format_eval_table(report: dict) -> str:
     """The eval.json report as a plain-text table."""
     ks = list(next(iter(report["levels"].values()))["knn"])
-    head = f"{'features':16s} {'dim':>5s} " + " ".join(f"{'k-NN@' + k:>9s}" for k in ks) + f" {'linear':>8s} {'time':>8s}"
+    head = (f"{'features':16s} {'dim':>5s} " + " ".join(f"{'k-NN@' + k:>9s}" for k in ks)
+            + f" {'linear':>8s} {'time':>8s}")
     lines = [head, "-" * len(head)]
     same = report["embedding_is_representation"]
     for name, r in report["levels"].items():
