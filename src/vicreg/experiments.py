@@ -213,7 +213,7 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
     """Train (or reuse) every run of the experiment, evaluate and plot each, and write the comparison report."""
     from . import plots
     from .report import write_report
-    from .runs import embed_run, evaluate_run
+    from .runs import embed_run, evaluate_run, load_run
     from .train import train
 
     overrides = dict(overrides or {})
@@ -241,12 +241,13 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
                 raise KeyboardInterrupt
         with open(run_dir / "summary.json") as f:
             summary = json.load(f)
-        ev = evaluate_run(run_dir, device=cfg.train.device, ks=tuple(cfg.train.knn_k), probe_epochs=probe_epochs,
+        loaded = load_run(run_dir, device=cfg.train.device)  # once for the evaluation and the embeddings
+        ev = evaluate_run(loaded, ks=tuple(cfg.train.knn_k), probe_epochs=probe_epochs,
                           levels=("representation", "embedding", "projection"), raw_pixels=False, log=lambda m: None)
         emb = ev["levels"].get("embedding") or ev["levels"]["representation"]
         rep = ev["levels"]["representation"]
         diag, proj = ev["collapse"]["embedding"], ev["collapse"]["projection"]
-        arrays = embed_run(run_dir, "test", device=cfg.train.device)
+        arrays = embed_run(loaded, "test")
         outputs[variant.label] = arrays
         runs[variant.label] = run_dir
         plots.plot_run(run_dir, outputs=arrays, class_names=[str(c) for c in arrays["classes"]], window=window)

@@ -83,14 +83,18 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
                      autocast_dtype(cfg.train.precision, dev), channels_last, int(ckpt["step"]))
 
 
-def evaluate_run(run_dir: Path | str, device: str = "auto", ks: tuple[int, ...] = (20, 200),
+def _as_run(run: LoadedRun | Path | str, device: str, log: Callable[[str], None]) -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_run(run, device, log)
+
+
+def evaluate_run(run_dir: LoadedRun | Path | str, device: str = "auto", ks: tuple[int, ...] = (20, 200),
                  temperature: float = 0.1, probe_epochs: int = 30, levels=LEVELS, raw_pixels: bool = True,
                  log: Callable[[str], None] = print) -> dict:
     """Weighted k-NN and a linear probe on each level's frozen features (train split -> test split), the raw
     pixels as a baseline, and the collapse diagnostics of the test embeddings. Writes run_dir/eval.json and
     returns what it wrote."""
     t0 = time.perf_counter()
-    run = load_run(run_dir, device, log)
+    run = _as_run(run_dir, device, log)
     levels = [lv for lv in levels if lv != "embedding" or run.has_head]  # no head: embedding is the representation
     t = time.perf_counter()
     train_out, train_y = run.outputs("train", levels, labelled_only=True)
@@ -146,11 +150,11 @@ def format_eval_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def embed_run(run_dir: Path | str, split: str = "test", device: str = "auto",
+def embed_run(run_dir: LoadedRun | Path | str, split: str = "test", device: str = "auto",
               log: Callable[[str], None] = lambda _: None) -> dict:
     """The representation, embedding and projection of every image of a split, with labels, as numpy arrays:
     {"representation": (N, D), "embedding": (N, E), "projection": (N, R), "labels": (N,), "classes": (C,)}."""
-    run = load_run(run_dir, device, log)
+    run = _as_run(run_dir, device, log)
     outputs, labels = run.outputs(split)
     arrays = {lv: x.cpu().numpy() for lv, x in outputs.items()}
     arrays["labels"] = labels.cpu().numpy()
