@@ -26,6 +26,7 @@ def _worker(r: int, n: int, init_file: str, out_dir: str) -> None:
         # DDP averages gradients over processes; here the inputs' gradients, divided the same way
         torch.save({"rank": rank(), "world": world_size(), "terms": torch.stack(tuple(terms)).detach(),
                     "grad_a": xa.grad / n, "grad_b": xb.grad / n}, os.path.join(out_dir, f"{r}.pt"))
+        dist.barrier()  # no process tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

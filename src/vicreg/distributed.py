@@ -24,10 +24,32 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """Forward: all-gather along dim 0. Backward: each process's slice of the summed gradients.
+
+    Every process computes the loss on the gathered batch, so the gradient of its own rows is the sum over
+    processes of the gradients those rows received there: an all-reduce, then this process's slice.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
-    """All-gather (n, D) -> (world_size * n, D) along dim 0, differentiable; identity in one process."""
+    """All-gather (n, D) -> (world_size * n, D) along dim 0, differentiable; identity in one process.
+
+    Every process must pass the same n (the training loop drops the last partial batch).
+    """
     if world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
