@@ -10,10 +10,11 @@ from vicreg.config import OptimConfig
 from vicreg.optim import LARS, build_optimizer, exclude_bias_and_norm, learning_rate, param_groups, peak_lr
 
 
-def test_lars_update_by_hand():
+@pytest.mark.parametrize("foreach", [True, False])
+def test_lars_update_by_hand(foreach):
     w = nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
     b = nn.Parameter(torch.tensor([1.0, -1.0]))  # a bias: no decay, no adaptation
-    opt = LARS([w, b], lr=0.1, weight_decay=0.5, momentum=0.9, eta=0.01)
+    opt = LARS([w, b], lr=0.1, weight_decay=0.5, momentum=0.9, eta=0.01, foreach=foreach)
     w.grad = torch.tensor([[1.0, 0.0]])
     b.grad = torch.tensor([0.5, 0.5])
     opt.step()
@@ -27,12 +28,35 @@ def test_lars_update_by_hand():
     torch.testing.assert_close(b.data, torch.tensor([1.0, -1.0]) - 0.1 * 0.5 - 0.1 * (0.9 * 0.5 + 0.5))
 
 
-def test_lars_zero_weight_uses_trust_one():
+@pytest.mark.parametrize("foreach", [True, False])
+def test_lars_zero_weight_uses_trust_one(foreach):
     w = nn.Parameter(torch.zeros(2, 2))
-    opt = LARS([w], lr=1.0, weight_decay=0.0, momentum=0.0, eta=0.001)
+    opt = LARS([w], lr=1.0, weight_decay=0.0, momentum=0.0, eta=0.001, foreach=foreach)
     w.grad = torch.ones(2, 2)
     opt.step()
     torch.testing.assert_close(w.data, -torch.ones(2, 2))
+
+
+def test_lars_foreach_equals_the_loop_over_parameters():
+    """The multi-tensor update gives the per-parameter loop's weights and momenta, step after step."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    with torch.no_grad():
+        nets[0][0].weight.zero_(), nets[1][0].weight.zero_()  # a zero weight: trust ratio 1 in both
+    opts = [LARS(n.parameters(), lr=0.2, weight_decay=1e-2, momentum=0.9, eta=0.02, foreach=f)
+            for n, f in zip(nets, (True, False))]
+    for _ in range(5):
+        x = torch.randn(16, 5)
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    for pa, pb in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(opts[0].state[pa]["momentum_buffer"], opts[1].state[pb]["momentum_buffer"],
+                                   rtol=1e-6, atol=1e-7)
+    assert nets[0][0].weight.abs().sum() > 0  # the zero weight moved
 
 
 def test_exclusion_filter_and_groups():

@@ -152,7 +152,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
-    compile: bool = False  # torch.compile the model
+    stack_views: bool = True  # both views through the model in one call (see vicreg.step); false: one per view
+    batchnorm: Literal["per_view", "joint"] = "per_view"  # with stack_views: BN statistics per view (exact) or joint
+    compile: bool = False  # torch.compile the model's forward and the loss as one graph
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     knn_every: int = 10  # epochs between k-NN evaluations (0: only at the end)
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.1

@@ -28,12 +28,15 @@ class LARS(torch.optim.Optimizer):
         g <- g + weight_decay * p
         g <- g * eta * ||p|| / ||g||        (trust ratio; 1 when either norm is 0)
     then heavy-ball momentum: m <- momentum * m + g;  p <- p - lr * m.
-    Groups can turn the exclusion off with ``exclude=False``.
+    Groups can turn the exclusion off with ``exclude=False``. ``foreach=True`` (the default) runs the
+    update as multi-tensor ``torch._foreach_*`` kernels over all parameters of a group; ``foreach=False``
+    loops over the parameters one by one (same numbers, to rounding; tests/test_optim.py).
     """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001,
-                 exclude: bool = True):
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, exclude=exclude)
+                 exclude: bool = True, foreach: bool = True):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, exclude=exclude,
+                        foreach=foreach)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -43,23 +46,52 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if not (group["exclude"] and exclude_bias_and_norm(p)):
-                    g = g.add(p, alpha=group["weight_decay"])
-                    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm,
-                                        torch.ones_like(p_norm))
-                    g = g.mul(trust)
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(g)
-                p.add_(buf, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            adapted = [not (group["exclude"] and exclude_bias_and_norm(p)) for p in params]
+            update = _lars_foreach if group["foreach"] else _lars_loop
+            update(params, [p.grad for p in params], bufs, adapted, group["lr"], group["weight_decay"],
+                   group["momentum"], group["eta"])
         return loss
+
+
+def _trust_ratio(p_norm: Tensor, g_norm: Tensor, eta: float) -> Tensor:
+    """eta * ||p|| / ||g||, or 1 where either norm is 0 (elementwise over stacked norms)."""
+    return torch.where((p_norm > 0) & (g_norm > 0), eta * p_norm / g_norm, torch.ones_like(p_norm))
+
+
+def _lars_loop(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float,
+               weight_decay: float, momentum: float, eta: float) -> None:
+    """The LARS update one parameter at a time (the reference; a handful of small kernels per tensor)."""
+    for p, g, buf, adapt in zip(params, grads, bufs, adapted):
+        if adapt:
+            g = g.add(p, alpha=weight_decay)
+            g = g.mul(_trust_ratio(torch.linalg.vector_norm(p), torch.linalg.vector_norm(g), eta))
+        buf.mul_(momentum).add_(g)
+        p.add_(buf, alpha=-lr)
+
+
+def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float,
+                  weight_decay: float, momentum: float, eta: float) -> None:
+    """The same update with torch._foreach_* ops: a few multi-tensor kernels for all parameters at once,
+    and no host synchronisation (the trust ratios stay on the device)."""
+    idx = [i for i, a in enumerate(adapted) if a]
+    if idx:
+        p_ad = [params[i] for i in idx]
+        g_ad = torch._foreach_add([grads[i] for i in idx], p_ad, alpha=weight_decay)  # new tensors
+        trust = _trust_ratio(torch.stack(torch._foreach_norm(p_ad)), torch.stack(torch._foreach_norm(g_ad)), eta)
+        torch._foreach_mul_(g_ad, list(trust.unbind(0)))
+        grads = list(grads)
+        for i, g in zip(idx, g_ad):
+            grads[i] = g
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, grads)
+    torch._foreach_add_(params, bufs, alpha=-lr)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -83,10 +115,13 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int) -> torc
         params = [p for p in model.parameters() if p.requires_grad]
         return LARS(params, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, eta=cfg.eta)
     groups = param_groups(model, cfg.weight_decay)
+    # multi-tensor kernels: fused on CUDA where torch has them, foreach otherwise
+    on_cuda = any(p.is_cuda for g in groups for p in g["params"])
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, **({"fused": True} if on_cuda else {"foreach": True}))
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
+                               **({"fused": True} if on_cuda else {"foreach": True}))
     raise ValueError(f"optim.name={cfg.name!r} is not valid: expected one of lars, adamw, sgd")
 
 

@@ -4,7 +4,8 @@ A run directory holds::
 
     config.yaml        the resolved configuration (all fields)
     metrics.csv        one row per step: lr, loss and its three unweighted terms, images/s
-    knn.csv            k-NN accuracy of the embedding on the test split, per evaluation
+    knn.csv            k-NN accuracy of the embedding on the test split, per evaluation, with the training
+                       seconds so far (evaluation, diagnostics and checkpoints not counted)
     diagnostics.jsonl  collapse diagnostics per epoch: per-dimension std, singular values, effective rank and
                        the fraction of dimensions below the hinge target, of the embedding and the projection
     tb/                TensorBoard event files (the same scalars)
@@ -38,9 +39,9 @@ from .config import Config, config_from_dict, config_to_dict, save_yaml
 from .data import Batches, ImageDataset, load_dataset, spread_subset
 from .diagnostics import collapse_diagnostics
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
-from .loss import vicreg_loss
 from .models import BACKBONES, VICReg, build_model
 from .optim import build_optimizer, learning_rate, peak_lr
+from .step import make_loss_fn, per_view_batchnorm
 
 __all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
 
@@ -55,7 +56,7 @@ class RunResult:
     epochs_done: float
     knn: dict[int, float] = field(default_factory=dict)  # k -> top-1 % of the embedding on the test split
     knn_raw_pixels: dict[int, float] = field(default_factory=dict)
-    seconds: float = 0.0  # wall time of this invocation's training loop
+    seconds: float = 0.0  # training time of this invocation (evaluation, diagnostics, checkpoints excluded)
     images_per_s: float = 0.0  # two-view images per second over this invocation
     interrupted: bool = False
 
@@ -108,7 +109,8 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
 
 
 def save_checkpoint(path: Path, cfg: Config, model: VICReg, optimizer: torch.optim.Optimizer, step: int,
-                    schedule: dict, augment_generator: torch.Generator, knn: dict[int, float]) -> None:
+                    schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
+                    train_seconds: float = 0.0) -> None:
     rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -122,6 +124,7 @@ def save_checkpoint(path: Path, cfg: Config, model: VICReg, optimizer: torch.opt
             "scheduler": {**schedule, "step": step},
             "rng": rng,
             "knn": {str(k): v for k, v in knn.items()},
+            "train_seconds": train_seconds,
         },
         path,
     )
@@ -134,6 +137,31 @@ def load_run_config(run_dir: Path | str) -> Config:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml in it)")
     with open(path) as f:
         return config_from_dict(yaml.safe_load(f))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _TrainClock:
+    """A stopwatch of training time: ``pause`` waits for the device's queued work before it stops."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.total, self.since = device, 0.0, None
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def pause(self) -> None:
+        if self.since is not None:
+            synchronize(self.device)
+            self.total += time.perf_counter() - self.since
+            self.since = None
+
+    def seconds(self) -> float:
+        return self.total + (time.perf_counter() - self.since if self.since is not None else 0.0)
 
 
 class _Logger:
@@ -241,13 +269,13 @@ class _MetricsWriter:
         self.pending.clear()
         return values[-1]
 
-    def knn(self, step: int, epoch: float, acc: dict[int, float]) -> None:
+    def knn(self, step: int, epoch: float, train_seconds: float, acc: dict[int, float]) -> None:
         new = not self.knn_path.exists()
         with open(self.knn_path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["step", "epoch", *(f"knn@{k}" for k in acc)])
-            w.writerow([step, f"{epoch:.3f}", *(f"{v:.2f}" for v in acc.values())])
+                w.writerow(["step", "epoch", "train_seconds", *(f"knn@{k}" for k in acc)])
+            w.writerow([step, f"{epoch:.3f}", f"{train_seconds:.2f}", *(f"{v:.2f}" for v in acc.values())])
         if self.tb is not None:
             for k, v in acc.items():
                 self.tb.add_scalar(f"knn/top1@{k}", v, step)
@@ -338,7 +366,11 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     model = build_model(cfg.model, dataset.channels, mean, std).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if t.compile else model
+    if t.stack_views and t.batchnorm == "per_view":
+        per_view_batchnorm(model, views=2)  # both views in one call, batch-norm statistics per view
+    loss_fn = make_loss_fn(model, cfg.loss, stack=t.stack_views, amp=amp, channels_last=channels_last)
+    if t.compile:
+        loss_fn = torch.compile(loss_fn, mode=t.compile_mode)
     augment = TwoViews(cfg.augment, input_size).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)
@@ -350,7 +382,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # ---- 4. resume -----------------------------------------------------------------------------
-    step, knn = 0, {}
+    step, knn, train_seconds = 0, {}, 0.0
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
         model.load_state_dict(ckpt["model"])
@@ -361,6 +393,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         if "cuda" in ckpt["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
         knn = {int(k): v for k, v in ckpt["knn"].items()}
+        train_seconds = float(ckpt.get("train_seconds", 0.0))
         log(f"resuming {run_dir} at step {step}/{total_steps} (epoch {step // steps_per_epoch})")
     metrics = _MetricsWriter(run_dir, keep_until_step=step)
     log(f"run {run_dir}: {cfg.model.backbone} ({n_params / 1e6:.2f} M trainable parameters) on {dataset.name}, "
@@ -385,13 +418,15 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         return f"rank {e.effective_rank:.1f}/{e.dim} low-std {100 * e.frac_below_target:.0f}%"
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir / CHECKPOINT, cfg, model, optimizer, step, schedule, generator, knn)
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, optimizer, step, schedule, generator, knn,
+                        train_seconds + clock.seconds())
 
     # ---- 5. the loop ---------------------------------------------------------------------------
     start_step, interrupted = step, False
     bar = tqdm(total=total_steps, initial=step, disable=None if t.progress else True, unit="step", dynamic_ncols=True)
-    t_start = time.perf_counter()
-    window = {"time": t_start, "step": step}  # throughput window between flushes
+    clock = _TrainClock(device)  # training time only: paused for evaluation, diagnostics and checkpoints
+    wall_start = time.perf_counter()
+    window = {"time": wall_start, "step": step}  # throughput window between flushes
     collapse = {"summary": ""}  # the latest diagnostics, shown in the progress bar
 
     def flush() -> None:
@@ -405,6 +440,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         window.update(time=now, step=step)
 
     model.train()
+    clock.start()
     try:
         with _stop_on_sigint() as stop:
             while step < total_steps and not stop["stop"]:
@@ -417,15 +453,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                         group["lr"] = lr
                     # two views, each sample with its own random augmentation parameters
                     xa, xb = augment(images, generator)
-                    if channels_last:
-                        xa = xa.contiguous(memory_format=torch.channels_last)
-                        xb = xb.contiguous(memory_format=torch.channels_last)
-                    # one forward per view: batch-norm statistics stay per view, as in the paper
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        za = forward(xa).projection
-                        zb = forward(xb).projection
-                    terms = vicreg_loss(za, zb, cfg.loss.lam, cfg.loss.mu, cfg.loss.nu, cfg.loss.eps, cfg.loss.gamma,
-                                        cfg.loss.variance_reduction, check_finite=False)
+                    terms = loss_fn(xa, xb)  # both views in one forward, batch-norm statistics per view
                     optimizer.zero_grad(set_to_none=True)
                     terms.loss.backward()
                     optimizer.step()
@@ -439,6 +467,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                     if stop["stop"] and step % steps_per_epoch != 0:
                         break  # mid-epoch stop; at an epoch's end the epoch's own work runs first
                 else:  # the epoch ran to its end
+                    clock.pause()
                     flush()
                     epoch_done = epoch + 1
                     last = epoch_done == t.epochs
@@ -446,12 +475,14 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                         collapse["summary"] = diagnose(epoch_done)
                     if last or (t.knn_every and epoch_done % t.knn_every == 0):
                         knn = evaluate()
-                        metrics.knn(step, epoch_done, knn)
+                        metrics.knn(step, epoch_done, train_seconds + clock.seconds(), knn)
                         log(f"epoch {epoch_done}: k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items())
                             + (f"; embedding {collapse['summary']}" if collapse["summary"] else ""))
                     if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
                         checkpoint()
                     window.update(time=time.perf_counter(), step=step)  # evaluation time is not training time
+                    clock.start()
+            clock.pause()
             if stop["stop"] and step < total_steps:
                 interrupted = True
                 flush()
@@ -460,7 +491,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     finally:
         bar.close()
         metrics.close()
-    seconds = time.perf_counter() - t_start
+    seconds = clock.seconds()
 
     # ---- 6. summary ----------------------------------------------------------------------------
     result = RunResult(run_dir, step, step / steps_per_epoch, knn, {}, seconds,
@@ -469,7 +500,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         train_px = raw_pixel_features(bank_batches.epoch(0))
         test_px = raw_pixel_features(test_batches.epoch(0))
         result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
-        summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs, "train_seconds": round(seconds, 2),
+        summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs, "train_seconds": round(train_seconds + seconds, 2),
+                   "wall_seconds": round(time.perf_counter() - wall_start, 2),
                    "images_per_s": round(result.images_per_s, 1), "device": str(device),
                    "knn": {str(k): v for k, v in knn.items()},
                    "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()},

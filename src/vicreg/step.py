@@ -1,0 +1,127 @@
+"""The VICReg loss of one batch of two views: the plain way and the fast way, with the same numbers.
+
+plain (``train.stack_views=false``): one forward per view, as in the paper's code::
+
+    za = model(xa).projection;  zb = model(xb).projection
+
+fast (``train.stack_views=true``, the default): both views stacked into one (2N, C, S, S) batch and sent
+through the model in one call, so every convolution and matrix product runs once on twice the rows
+(fewer, larger kernels). Batch norm would then see both views together; with
+``train.batchnorm="per_view"`` (the default) every batch-norm layer is a :class:`PerViewBatchNorm2d` /
+:class:`PerViewBatchNorm1d` that normalises each view's half with that half's own statistics and
+updates its running statistics once per view, view a first: the loss, the gradients and the running
+statistics are those of the plain way (tests/test_step.py). ``train.batchnorm="joint"`` normalises the
+2N rows together, which changes the maths (each view is normalised with statistics that also depend on
+the other view); benchmarks/throughput.py measures both.
+
+:func:`make_loss_fn` returns ``loss_fn(xa, xb) -> (loss, terms)`` in either form, under bf16 autocast
+when asked, with the loss itself in float32 (:func:`vicreg.loss.vicreg_loss` upcasts). It is the unit
+that ``train.compile`` hands to ``torch.compile``: model forward and loss in one graph.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .config import LossConfig
+from .loss import LossTerms, vicreg_loss
+
+__all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batchnorm", "stack_views", "make_loss_fn",
+           "LossFn"]
+
+LossFn = Callable[[Tensor, Tensor], LossTerms]
+
+
+class _PerView:
+    """Mixin for batch-norm classes: in training, a (views * N, ...) batch is normalised view by view."""
+
+    views: int = 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.views == 1:
+            return super().forward(x)
+        if x.shape[0] % self.views:
+            raise ValueError(f"{type(self).__name__} expects {self.views} stacked views of equal size, "
+                             f"got a batch of {x.shape[0]} rows")
+        # each call of the stock forward uses and updates the statistics of one view, in order a, b
+        return torch.cat([super(_PerView, self).forward(part) for part in x.chunk(self.views)])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, views={self.views}"
+
+
+class PerViewBatchNorm1d(_PerView, nn.BatchNorm1d):
+    """nn.BatchNorm1d whose training-mode statistics are per view of a stacked batch (same state_dict keys)."""
+
+
+class PerViewBatchNorm2d(_PerView, nn.BatchNorm2d):
+    """nn.BatchNorm2d whose training-mode statistics are per view of a stacked batch (same state_dict keys)."""
+
+
+_PER_VIEW = {nn.BatchNorm1d: PerViewBatchNorm1d, nn.BatchNorm2d: PerViewBatchNorm2d}
+
+
+def per_view_batchnorm(model: nn.Module, views: int = 2) -> int:
+    """Swap every nn.BatchNorm1d/2d in ``model`` (in place) for its per-view twin; returns how many.
+
+    Parameters and buffers are the same tensors, so the state_dict, the optimiser's parameters and
+    checkpoints are unchanged; in eval mode the layers behave exactly as before. Calling it again on a
+    converted model only sets ``views``.
+    """
+    if views < 1:
+        raise ValueError(f"views={views} must be >= 1")
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _PerView):
+                child.views = views
+                count += 1
+            elif type(child) in _PER_VIEW:
+                setattr(parent, name, _twin(child, views))
+                count += 1
+    return count
+
+
+def _twin(bn: nn.BatchNorm1d | nn.BatchNorm2d, views: int) -> nn.Module:
+    """The per-view twin of ``bn``, holding the very same parameters and buffers."""
+    twin = _PER_VIEW[type(bn)](bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    if bn.affine:
+        twin.weight, twin.bias = bn.weight, bn.bias
+    if bn.track_running_stats:
+        twin.running_mean, twin.running_var = bn.running_mean, bn.running_var
+        twin.num_batches_tracked = bn.num_batches_tracked
+    twin.views = views
+    return twin.train(bn.training)
+
+
+def stack_views(xa: Tensor, xb: Tensor, channels_last: bool = False) -> Tensor:
+    """(N, C, S, S) twice -> (2N, C, S, S): view a's rows first; channels_last memory format if asked."""
+    x = torch.cat([xa, xb])
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def make_loss_fn(model: nn.Module, loss: LossConfig, stack: bool = True, amp: torch.dtype | None = None,
+                 channels_last: bool = False, gather: Callable[[Tensor], Tensor] | None = None) -> LossFn:
+    """``loss_fn(xa, xb)``: the VICReg loss terms of a batch of two views (float32 (N, C, S, S) each).
+
+    stack: both views through ``model`` in one call (see the module docstring; convert the model with
+        :func:`per_view_batchnorm` first to keep the statistics per view), else one call per view.
+    amp: autocast dtype of the model's forward (e.g. torch.bfloat16) or None for full precision.
+    """
+
+    def loss_fn(xa: Tensor, xb: Tensor) -> LossTerms:
+        with torch.autocast(xa.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            if stack:
+                za, zb = model(stack_views(xa, xb, channels_last)).projection.chunk(2)
+            else:
+                if channels_last:
+                    xa = xa.contiguous(memory_format=torch.channels_last)
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                za, zb = model(xa).projection, model(xb).projection
+        return vicreg_loss(za, zb, loss.lam, loss.mu, loss.nu, loss.eps, loss.gamma, loss.variance_reduction,
+                           gather=gather, check_finite=False)
+
+    return loss_fn
