@@ -1,6 +1,7 @@
 """The fast step (both views in one call, per-view batch norm) against the plain step (one call per view)."""
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -121,3 +122,22 @@ def test_stack_views_order_and_memory_format():
     x = stack_views(xa, xb, channels_last=True)
     assert torch.equal(x[:2], xa) and torch.equal(x[2:], xb)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
+                    reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_fast_step_is_one_graph_and_matches_eager():
+    """train.compile hands make_loss_fn to torch.compile: one graph (no breaks), the same loss and gradients."""
+    plain, fast = _pair("small_cnn")
+    xa, xb = _views()
+    fn = make_loss_fn(fast, LossConfig(), stack=True)
+    explained = torch._dynamo.explain(fn)(xa, xb)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    terms_eager, grads_eager = _step(plain, False, xa, xb)
+    compiled = torch.compile(fn)
+    terms = compiled(xa, xb)
+    fast.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    torch.testing.assert_close(torch.stack(tuple(terms)).detach(), terms_eager, rtol=1e-4, atol=1e-5)
+    for n, p in fast.named_parameters():
+        torch.testing.assert_close(p.grad, grads_eager[n], rtol=1e-3, atol=1e-5, msg=n)

@@ -26,11 +26,12 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .config import LossConfig
+from .augment import TwoViews
+from .config import Config, LossConfig
 from .loss import LossTerms, vicreg_loss
 
 __all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batchnorm", "stack_views", "make_loss_fn",
-           "LossFn"]
+           "LossFn", "build_loss_fn", "train_step"]
 
 LossFn = Callable[[Tensor, Tensor], LossTerms]
 
@@ -125,3 +126,30 @@ def make_loss_fn(model: nn.Module, loss: LossConfig, stack: bool = True, amp: to
                            gather=gather, check_finite=False)
 
     return loss_fn
+
+
+def build_loss_fn(model: nn.Module, cfg: Config, amp: torch.dtype | None, channels_last: bool,
+                  gather: Callable[[Tensor], Tensor] | None = None) -> LossFn:
+    """The loss function the training loop uses under ``cfg.train``: stacked views with per-view batch norm
+    (converts ``model`` in place), or one forward per view; compiled when ``train.compile``."""
+    t = cfg.train
+    if t.stack_views and t.batchnorm == "per_view":
+        per_view_batchnorm(model, views=2)
+    loss_fn = make_loss_fn(model, cfg.loss, stack=t.stack_views, amp=amp, channels_last=channels_last,
+                           gather=gather)
+    return torch.compile(loss_fn, mode=t.compile_mode) if t.compile else loss_fn
+
+
+def train_step(images: Tensor, augment: TwoViews, generator: torch.Generator, loss_fn: LossFn,
+               optimizer: torch.optim.Optimizer) -> Tensor:
+    """One optimisation step on a uint8 (N, C, H, W) batch: two augmented views, the loss, backward, update.
+
+    Returns the detached (4,) tensor [loss, invariance, variance, covariance] on the device; nothing here
+    waits for the device (no ``.item()``), so the host runs ahead and queues the next step.
+    """
+    xa, xb = augment(images, generator)  # each sample with its own random parameters, on the device
+    terms = loss_fn(xa, xb)
+    optimizer.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    optimizer.step()
+    return torch.stack(tuple(terms)).detach()

@@ -41,7 +41,7 @@ from .diagnostics import collapse_diagnostics
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .models import BACKBONES, VICReg, build_model
 from .optim import build_optimizer, learning_rate, peak_lr
-from .step import make_loss_fn, per_view_batchnorm
+from .step import build_loss_fn, train_step
 
 __all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
 
@@ -366,11 +366,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     model = build_model(cfg.model, dataset.channels, mean, std).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if t.stack_views and t.batchnorm == "per_view":
-        per_view_batchnorm(model, views=2)  # both views in one call, batch-norm statistics per view
-    loss_fn = make_loss_fn(model, cfg.loss, stack=t.stack_views, amp=amp, channels_last=channels_last)
-    if t.compile:
-        loss_fn = torch.compile(loss_fn, mode=t.compile_mode)
+    loss_fn = build_loss_fn(model, cfg, amp, channels_last)  # both views in one call, BN statistics per view
     augment = TwoViews(cfg.augment, input_size).to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)
@@ -451,14 +447,9 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                                        schedule["final_lr_ratio"])
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    # two views, each sample with its own random augmentation parameters
-                    xa, xb = augment(images, generator)
-                    terms = loss_fn(xa, xb)  # both views in one forward, batch-norm statistics per view
-                    optimizer.zero_grad(set_to_none=True)
-                    terms.loss.backward()
-                    optimizer.step()
+                    terms = train_step(images, augment, generator, loss_fn, optimizer)
                     step += 1
-                    metrics.add(step, epoch + 1, lr, torch.stack(tuple(terms)))
+                    metrics.add(step, epoch + 1, lr, terms)
                     if step % t.log_every == 0:
                         flush()
                     bar.update(1)
