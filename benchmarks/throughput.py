@@ -19,7 +19,8 @@ Measured for each: two-view images per second (2 x batch x steps / seconds) over
 after ``--warmup`` untimed ones (compilation happens there), with the device synchronised at both ends;
 milliseconds per step; peak device memory (CUDA). For ``ours``: the model FLOPs of one step (forward and
 backward of both views, torch.utils.flop_counter), the achieved TFLOP/s and its share of the device's
-dense bf16 peak; the time of the augmentation alone. ``--profile N`` prints torch.profiler's table of
+dense bf16 peak; the time of the augmentation alone; on CUDA, how many times one step makes the host
+wait for the device (torch.cuda.set_sync_debug_mode). ``--profile N`` prints torch.profiler's table of
 N steps of ``ours``.
 
     python benchmarks/throughput.py --preset resnet18-cifar --batch-size 512             # 32x32 RGB
@@ -243,6 +244,21 @@ class Ours:
         self.model.zero_grad(set_to_none=True)
         return counter.get_total_flops()
 
+    def host_syncs(self) -> int | None:
+        """How many times one step waits for the device (CUDA's sync debug mode); None on the CPU."""
+        if self.device.type != "cuda":
+            return None
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
     def augment_ms(self, reps: int = 20) -> float:
         images = self.batch()
         for _ in range(3):
@@ -340,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 tflops = flops * args.steps / seconds / 1e12
                 extra_figures = {"gflop_per_step": flops / 1e9, "tflops": tflops, "peak_tflops": peak,
                                  "fraction_of_peak": tflops / peak if peak else None,
-                                 "augment_ms": ours.augment_ms()}
+                                 "augment_ms": ours.augment_ms(), "host_syncs_per_step": ours.host_syncs()}
                 if args.profile:
                     profile(ours, args.profile, args.profile_dir)
             del ours
@@ -370,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
         print(f"ours: augmentation of both views {f['augment_ms']:.2f} ms of the {ours_ms:.1f} ms step "
               f"({100 * f['augment_ms'] / ours_ms:.0f} %)")
+        if f["host_syncs_per_step"] is not None:
+            print(f"ours: host synchronisations in one step: {f['host_syncs_per_step']}")
     if args.json:
         payload = {"device": name, "torch": torch.__version__, "preset": args.preset, "batch_size": args.batch_size,
                    "input": [int(images.shape[1]), size, size], "data": args.data,

@@ -24,7 +24,8 @@ import yaml
 
 from .config import ConfigError, build_config, config_to_dict, load_yaml, parse_overrides
 
-RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.log_every", "data.num_workers"}
+RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.log_every",
+                      "data.num_workers"}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -341,6 +341,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     amp = autocast_dtype(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
     channels_last = cfg.model.channels_last and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution kernels
 
     # ---- 2. data: uint8 tensors on the device, batches sliced from a permutation -------------
     dataset = load_dataset(cfg.data, log=log)

@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end on tiny CPU settings and report what they promise."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"benchmark_{name}"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_measures_every_variant(tmp_path, capsys):
+    throughput = _load("throughput")
+    out = tmp_path / "t.json"
+    rc = throughput.main(["--preset", "demo", "--batch-size", "16", "--steps", "2", "--warmup", "1", "--workers", "0",
+                          "--images", "64", "--device", "cpu", "--variants", "reference,plain,ours,joint",
+                          "--json", str(out), "--model.expander", "32,32"])
+    assert rc == 0
+    figures = json.loads(out.read_text())
+    assert [r["variant"] for r in figures["results"]] == ["reference", "plain", "ours", "joint"]
+    assert all(r["images_per_s"] > 0 and r["steps"] == 2 for r in figures["results"])
+    assert figures["input"] == [1, 16, 16]  # digits raised to the demo's 16x16
+    assert figures["gflop_per_step"] > 0 and figures["tflops"] > 0 and figures["peak_tflops"] is None
+    assert "x reference" in capsys.readouterr().out
+
+
+def test_throughput_reference_views_follow_the_recipe():
+    throughput = _load("throughput")
+    from vicreg.config import build_config
+
+    cfg = build_config("resnet18-cifar")
+    images = throughput.training_images(cfg, "synthetic", 4)
+    assert images.shape == (4, 3, 32, 32)
+    xa, xb = throughput.PILTwoViews(images, cfg, 32)[0]
+    assert xa.shape == xb.shape == (3, 32, 32) and 0 <= xa.min() and xa.max() <= 1 and not xa.equal(xb)
+    with pytest.raises(SystemExit, match="unknown variant"):
+        throughput.main(["--variants", "fastest", "--device", "cpu", "--images", "64", "--batch-size", "16",
+                         "--preset", "demo"])
+
+
+def test_time_to_accuracy_reports_the_first_epoch_at_each_target(tmp_path, capsys):
+    tta = _load("time_to_accuracy")
+    out = tmp_path / "tta.json"
+    rc = tta.main(["--preset", "demo", "--targets", "10,99.99", "--device", "cpu", "--out", str(tmp_path / "run"),
+                   "--json", str(out), "--train.epochs", "2", "--train.batch_size", "64", "--data.image_size", "8",
+                   "--model.expander", "32,32", "--train.progress", "false"])
+    assert rc == 0
+    figures = json.loads(out.read_text())
+    assert [e["epoch"] for e in figures["evaluations"]] == [1, 2]
+    first = figures["targets"]["10.0"]
+    assert first["epoch"] == 1 and first["seconds"] > 0
+    assert figures["targets"]["99.99"] is None
+    assert "not reached" in capsys.readouterr().out
