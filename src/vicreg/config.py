@@ -25,6 +25,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "ViewAugment",
+    "VideoConfig",
     "AugmentConfig",
     "DataConfig",
     "ModelConfig",
@@ -32,6 +33,8 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "Config",
+    "PredictorConfig",
+    "predictor_config",
     "build_config",
     "config_from_dict",
     "config_to_dict",
@@ -85,7 +88,30 @@ class AugmentConfig:
     view_b: ViewAugment = field(default_factory=ViewAugment)
 
 
-DatasetName = Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder"]
+DatasetName = Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder", "sprites",
+                      "moving-mnist"]
+
+
+@dataclass
+class VideoConfig:
+    """Moving-sprite sequences (data.dataset "sprites", see vicreg.video): sprites bouncing in a square
+    canvas, with their positions, velocities, pushes (actions) and the distractors kept as labels."""
+
+    sprites: Literal["digits", "fashion-mnist"] = "digits"  # where the sprites come from (their class is the label)
+    sequences: int = 2000  # training sequences
+    test_sequences: int = 500  # test sequences (sprites from the source's test images)
+    length: int = 16  # frames per sequence
+    canvas: int = 32  # side of the square frame, pixels
+    sprite_size: int = 12  # side of a sprite, pixels
+    objects: int = 1  # sprites per sequence
+    speed: tuple[float, float] = (1.0, 3.0)  # initial speed range, pixels per frame (direction uniform)
+    distractors: int = 0  # "leaves": small squares redrawn at random places every frame (carry no information)
+    distractor_size: int = 2  # side of a leaf, pixels
+    controlled: bool = False  # object 0 gets random pushes; each step records the push as an action
+    push_p: float = 0.3  # probability of a push at each step
+    push: float = 1.0  # a push adds a velocity change uniform in [-push, push] per axis
+    max_speed: float = 4.0  # speed limit of the controlled object, pixels per frame
+    seed: int = 0
 
 
 @dataclass
@@ -101,6 +127,9 @@ class DataConfig:
     limit_train: int | None = None  # use only the first N training images (quick runs)
     limit_test: int | None = None  # use only the first N test images (quick runs)
     max_device_fraction: float = 0.5  # "auto" keeps data on the device if it fits in this share of its memory
+    temporal_offset: int = 0  # video datasets: 0 = two augmentations of one frame; k >= 1 = temporal views,
+    #                           the second view is a frame 1..k frames later in the same sequence
+    video: VideoConfig = field(default_factory=VideoConfig)  # data.dataset "sprites"
 
 
 @dataclass
@@ -166,6 +195,31 @@ class TrainConfig:
     out_dir: str = "runs"  # parent directory of run directories
     name: str | None = None  # run directory name; default: <preset>-<timestamp>
     progress: bool = True  # progress bar
+
+
+@dataclass
+class PredictorConfig:
+    """The JEPA predictor (vicreg.predictor): the embeddings of the last ``context`` frames (and the pushes,
+    when the sequences have actions) -> the embedding of the next frame. Saved as predictor/config.yaml."""
+
+    model: Literal["mlp", "transformer"] = "mlp"
+    context: int = 4  # frames seen (k)
+    width: int = 256  # MLP hidden width / transformer model width
+    layers: int = 2  # MLP hidden layers / transformer blocks
+    heads: int = 4  # transformer attention heads
+    dropout: float = 0.0
+    use_actions: bool = True  # feed the recorded pushes when the data has them
+    train_horizon: int = 1  # steps of autoregressive roll-out in the training loss (1: teacher forcing)
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3  # AdamW, cosine decay
+    weight_decay: float = 1e-4
+    joint: bool = False  # also train the encoder, with the VICReg variance and covariance terms on the
+    #                      predicted and the target embeddings to keep the target from collapsing
+    encoder_lr: float = 1e-4  # joint training: the encoder's learning rate
+    vicreg_weight: float = 1.0  # joint training: weight of the VICReg terms (loss.mu, loss.nu inside)
+    seed: int = 0
+    device: str = "auto"
 
 
 @dataclass
@@ -299,6 +353,25 @@ def config_from_dict(data: dict) -> Config:
     return cfg
 
 
+def predictor_config(data: dict | None = None) -> PredictorConfig:
+    """Build and validate a PredictorConfig from a (possibly partial) dict (e.g. dotted CLI overrides
+    without their ``predictor.`` prefix, or a saved predictor/config.yaml)."""
+    cfg = _from_dict(PredictorConfig, dict(data or {}), "predictor.")
+    _check(cfg.context >= 1, "predictor.context", cfg.context, "must be >= 1")
+    _check(cfg.width >= 1, "predictor.width", cfg.width, "must be >= 1")
+    _check(cfg.layers >= 1, "predictor.layers", cfg.layers, "must be >= 1")
+    _check(cfg.heads >= 1 and cfg.width % cfg.heads == 0, "predictor.heads", cfg.heads,
+           f"must be >= 1 and divide predictor.width={cfg.width}")
+    _check(0.0 <= cfg.dropout < 1.0, "predictor.dropout", cfg.dropout, "must be in [0, 1)")
+    _check(cfg.train_horizon >= 1, "predictor.train_horizon", cfg.train_horizon, "must be >= 1")
+    _check(cfg.epochs >= 1, "predictor.epochs", cfg.epochs, "must be >= 1")
+    _check(cfg.batch_size >= 2, "predictor.batch_size", cfg.batch_size, "must be >= 2")
+    _check(cfg.lr > 0 and cfg.encoder_lr > 0, "predictor.lr", cfg.lr, "learning rates must be > 0")
+    _check(cfg.weight_decay >= 0, "predictor.weight_decay", cfg.weight_decay, "must be >= 0")
+    _check(cfg.vicreg_weight >= 0, "predictor.vicreg_weight", cfg.vicreg_weight, "must be >= 0")
+    return cfg
+
+
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
@@ -428,6 +501,27 @@ def validate(cfg: Config) -> None:
     _check(0.0 < d.max_device_fraction <= 1.0, "data.max_device_fraction", d.max_device_fraction, "must be in (0, 1]")
     _check(d.dataset != "folder" or d.data_dir is not None, "data.data_dir", d.data_dir,
            "dataset 'folder' needs --data.data_dir pointing at a folder with one sub-folder per class")
+
+    _check(d.temporal_offset >= 0, "data.temporal_offset", d.temporal_offset, "must be >= 0 (0: augmented views)")
+    _check(d.temporal_offset == 0 or d.dataset in ("sprites", "moving-mnist"), "data.temporal_offset",
+           d.temporal_offset, f"temporal views need a video dataset (sprites, moving-mnist), not {d.dataset!r}")
+    v = d.video
+    _check(v.sequences >= 1, "data.video.sequences", v.sequences, "must be >= 1")
+    _check(v.test_sequences >= 1, "data.video.test_sequences", v.test_sequences, "must be >= 1")
+    _check(v.length >= 2, "data.video.length", v.length, "must be >= 2 (a next frame is needed)")
+    _check(d.temporal_offset < v.length, "data.temporal_offset", d.temporal_offset,
+           f"must be smaller than data.video.length={v.length}")
+    _check(v.sprite_size >= 2, "data.video.sprite_size", v.sprite_size, "must be >= 2")
+    _check(v.canvas > v.sprite_size, "data.video.canvas", v.canvas,
+           f"must be larger than data.video.sprite_size={v.sprite_size}")
+    _check(v.objects >= 1, "data.video.objects", v.objects, "must be >= 1")
+    _check(0.0 <= v.speed[0] <= v.speed[1], "data.video.speed", list(v.speed), "need 0 <= min <= max")
+    _check(v.distractors >= 0, "data.video.distractors", v.distractors, "must be >= 0")
+    _check(1 <= v.distractor_size < v.canvas, "data.video.distractor_size", v.distractor_size,
+           "must be >= 1 and smaller than the canvas")
+    _check(0.0 <= v.push_p <= 1.0, "data.video.push_p", v.push_p, "a probability must be in [0, 1]")
+    _check(v.push >= 0.0, "data.video.push", v.push, "must be >= 0")
+    _check(v.max_speed > 0.0, "data.video.max_speed", v.max_speed, "must be > 0")
 
     m = cfg.model
     from .models import BACKBONES
