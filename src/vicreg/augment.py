@@ -69,6 +69,7 @@ from .config import AugmentConfig, ViewAugment
 __all__ = [
     "ViewTransform",
     "TwoViews",
+    "TemporalViews",
     "resize_images",
     "to_float",
     "crop_flip_rotate",
@@ -542,6 +543,46 @@ class TwoViews(nn.Module):
     def forward(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x = to_float(images)
         return self.view_a._augment(x, generator), self.view_b._augment(x, generator)
+
+
+class TemporalViews(nn.Module):
+    """Temporal views of video clips: ``forward(clips (B, T*C, H, W), generator) -> (view_a, view_b)``.
+
+    A clip is a sequence's T frames stacked along the channel axis (frame t in channels ``t*C:(t+1)*C``).
+    For every clip, independently: an offset ``d`` uniform in ``1..max_offset`` and a first frame ``t``
+    uniform in ``0..T-1-d``; view a is frame ``t`` through ``cfg.view_a``, view b is frame ``t + d``
+    through ``cfg.view_b``. Two moments of one scene are the positive pair, so the invariance term keeps
+    what changes slowly (objects and where they are) and lets go of what changes from frame to frame.
+    Like :class:`TwoViews`: pure batched tensor code, no host synchronisation.
+    """
+
+    def __init__(self, cfg: AugmentConfig, out_size: int, channels: int, max_offset: int):
+        super().__init__()
+        if max_offset < 1:
+            raise ValueError(f"max_offset={max_offset} must be >= 1 (frames between the two views)")
+        self.view_a = ViewTransform(cfg.view_a, out_size)
+        self.view_b = ViewTransform(cfg.view_b, out_size)
+        self.channels, self.max_offset = channels, max_offset
+
+    def pick_frames(self, clips: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The two frames (B, C, H, W) of every clip, at random times t and t + d."""
+        b, tc, h, w = clips.shape
+        c = self.channels
+        if tc % c or tc // c <= self.max_offset:
+            raise ValueError(f"clips of {tc} channels do not hold more than max_offset={self.max_offset} frames "
+                             f"of {c} channel(s)")
+        frames = tc // c
+        u = torch.rand((b, 2), generator=generator, device=generator.device).to(clips.device)
+        d = 1 + (u[:, 0] * self.max_offset).long().clamp_(max=self.max_offset - 1)  # 1..max_offset
+        t = (u[:, 1] * (frames - d)).long().clamp_(min=0)
+        t = torch.minimum(t, frames - 1 - d)  # 0..T-1-d
+        video = clips.view(b, frames, c, h, w)
+        rows = torch.arange(b, device=clips.device)
+        return video[rows, t], video[rows, t + d]
+
+    def forward(self, clips: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        first, later = self.pick_frames(clips, generator)
+        return self.view_a._augment(to_float(first), generator), self.view_b._augment(to_float(later), generator)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .augment import resize_images
 
-__all__ = ["LEVELS", "ProbeResult", "extract_features", "extract_outputs", "knn_accuracy", "linear_probe",
+__all__ = ["LEVELS", "ProbeResult", "extract_features", "extract_outputs", "knn_accuracy", "linear_probe", "ridge_r2",
            "raw_pixel_features"]
 
 LEVELS = ("representation", "embedding", "projection")  # backbone output, head output E, expander output
@@ -179,3 +179,45 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
         return 100.0 * correct / max(len(labels), 1)
 
     return ProbeResult(top1(x_test, test_labels), top1(x, y), time.perf_counter() - t0)
+
+
+def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+             alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> float:
+    """R^2 on the test set of a linear regression (ridge) from features (N, D) to targets (N, Q).
+
+    Features are standardised with the training statistics and the targets centred; the ridge strength
+    (times the number of training rows) is picked from ``alphas`` on the last fifth of the training rows,
+    then refitted on all of them. The R^2 is averaged over the Q targets (1 = perfect, 0 = no better than
+    the training mean, negative = worse). Solved in float64 through the eigendecomposition of X^T X.
+    """
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"ridge_r2 needs (N, D) features with the same D, got {tuple(train_x.shape)} and "
+                         f"{tuple(test_x.shape)}")
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y) or len(train_x) < 10:
+        raise ValueError(f"ridge_r2 needs as many targets as features and at least 10 training rows, got "
+                         f"{len(train_x)}/{len(train_y)} train and {len(test_x)}/{len(test_y)} test")
+    x, xt = train_x.double().cpu(), test_x.double().cpu()
+    y, yt = train_y.double().cpu().reshape(len(x), -1), test_y.double().cpu().reshape(len(xt), -1)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    x, xt = (x - mean) / std, (xt - mean) / std
+
+    def fit(a: Tensor, b: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+        am, bm = a.mean(0), b.mean(0)
+        evals, evecs = torch.linalg.eigh((a - am).T @ (a - am))
+        w = evecs @ ((evecs.T @ ((a - am).T @ (b - bm))) / (evals + alpha * len(a)).unsqueeze(1))
+        return w, bm - am @ w
+
+    def r2(pred: Tensor, truth: Tensor) -> float:
+        ss_res = ((truth - pred) ** 2).sum(0)
+        ss_tot = ((truth - truth.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+        return float((1 - ss_res / ss_tot).mean())
+
+    cut = len(x) * 4 // 5
+
+    def validation_r2(alpha: float) -> float:
+        w, b = fit(x[:cut], y[:cut], alpha)
+        return r2(x[cut:] @ w + b, y[cut:])
+
+    best = max(alphas, key=validation_r2)
+    w, b = fit(x, y, best)
+    return r2(xt @ w + b, yt)

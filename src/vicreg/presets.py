@@ -52,6 +52,11 @@ RECIPES: dict[str, dict] = {
     # Mild recipe for the 8x8 digits: scale 0.5-1 crops, small rotations, brightness/contrast, no flip.
     "digits": _both({**_PAPER_VIEW, "crop_scale": [0.5, 1.0], "flip_p": 0.0, "rotation": 10.0, "saturation": 0.0,
                      "hue": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}),
+    # Video frames: brightness and contrast only; no crop, flip or rotation, which would move the objects
+    # (a world model needs to know where things are).
+    "video": _both({"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "flip_p": 0.0, "rotation": 0.0,
+                    "jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0,
+                    "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}),
     # No augmentation at all (both views identical): a sanity check, not a training recipe.
     "none": _both({"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "flip_p": 0.0, "rotation": 0.0,
                    "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}),
@@ -85,6 +90,19 @@ PRESETS: dict[str, dict] = {
         "optim": {"name": "adamw", "lr": 1e-3, "lr_scaling": "none", "weight_decay": 1e-4,
                   "warmup_epochs": 2, "final_lr_ratio": 0.01},
         "train": {"epochs": 50, "batch_size": 256, "knn_every": 5, "checkpoint_every": 10},
+    },
+    # The JEPA frame encoder: moving digits (vicreg.video), temporal views 1-2 frames apart, small CNN,
+    # a 64-D embedding for the predictor (vicreg train-predictor). A few minutes on 2 CPU cores.
+    "sprites": {
+        "data": {"dataset": "sprites", "temporal_offset": 2,
+                 "video": {"sequences": 1000, "test_sequences": 250, "length": 16, "canvas": 32, "objects": 1,
+                           "distractors": 4}},
+        "augment": _augment("video"),
+        "model": {"backbone": "small_cnn", "head": "mlp", "head_widths": [256], "embedding_dim": 64,
+                  "expander": [256, 256, 256]},
+        "optim": {"name": "adamw", "lr": 2e-3, "lr_scaling": "none", "weight_decay": 1e-4,
+                  "warmup_epochs": 2, "final_lr_ratio": 0.01},
+        "train": {"epochs": 30, "batch_size": 128, "knn_every": 10, "checkpoint_every": 10},
     },
     # ResNet-18 with the CIFAR stem, 3 x 2048 expander, LARS (solo-learn's CIFAR recipe).
     "resnet18-cifar": {

@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 import yaml
 
-from .augment import TwoViews
+from .augment import TemporalViews, TwoViews
 from .config import Config, config_from_dict, config_to_dict, save_yaml
 from .data import Batches, ImageDataset, load_dataset, spread_subset
 from .diagnostics import collapse_diagnostics
@@ -358,7 +358,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     test_batches = Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common)
     diag_batches = Batches(spread_subset(dataset.test, t.diagnostics_samples), eval_bs, device, shuffle=False,
                            drop_last=False, **common)
-    stats_images = dataset.train.images
+    # temporal views train on whole clips (T frames stacked on the channel axis): statistics come from frames
+    stats_images = dataset.train_labeled.images if cfg.data.temporal_offset else dataset.train.images
     if stats_images is None:  # streamed: about a thousand images spread over the split
         every = max(1, len(dataset.train) // 1000)
         stats_images = torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train), every)])
@@ -369,7 +370,13 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss_fn(model, cfg, amp, channels_last)  # both views in one call, BN statistics per view
-    augment = TwoViews(cfg.augment, input_size).to(device)
+    if cfg.data.temporal_offset:  # two frames of a clip, up to temporal_offset apart, each augmented
+        augment = TemporalViews(cfg.augment, input_size, dataset.channels, cfg.data.temporal_offset).to(device)
+    else:  # two augmentations of one image
+        augment = TwoViews(cfg.augment, input_size).to(device)
+    labelled = bool((dataset.train_labeled.labels >= 0).any()) and bool((dataset.test.labels >= 0).any())
+    if not labelled:
+        log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)
     optimizer = build_optimizer(cfg.optim, model, t.batch_size)
@@ -399,6 +406,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         f"{device.type}{' bf16' if amp else ' fp32'}, data {'on the device' if train_batches.resident else 'streamed'}")
 
     def evaluate() -> dict[int, float]:
+        if not labelled:
+            return {}
         bank = extract_features(model, bank_batches.epoch(0), input_size, amp, channels_last)
         test = extract_features(model, test_batches.epoch(0), input_size, amp, channels_last)
         return knn_accuracy(*bank, *test, ks=t.knn_k, temperature=t.knn_temperature)
@@ -468,9 +477,11 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                         collapse["summary"] = diagnose(epoch_done)
                     if last or (t.knn_every and epoch_done % t.knn_every == 0):
                         knn = evaluate()
-                        metrics.knn(step, epoch_done, train_seconds + clock.seconds(), knn)
-                        log(f"epoch {epoch_done}: k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items())
-                            + (f"; embedding {collapse['summary']}" if collapse["summary"] else ""))
+                        if knn:
+                            metrics.knn(step, epoch_done, train_seconds + clock.seconds(), knn)
+                        parts = ["k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items())] if knn else []
+                        parts += [f"embedding {collapse['summary']}"] if collapse["summary"] else []
+                        log(f"epoch {epoch_done}: " + "; ".join(parts))
                     if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
                         checkpoint()
                     window.update(time=time.perf_counter(), step=step)  # evaluation time is not training time
@@ -490,9 +501,10 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     result = RunResult(run_dir, step, step / steps_per_epoch, knn, {}, seconds,
                        2 * t.batch_size * (step - start_step) / max(seconds, 1e-9), interrupted)
     if not interrupted:
-        train_px = raw_pixel_features(bank_batches.epoch(0))
-        test_px = raw_pixel_features(test_batches.epoch(0))
-        result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
+        if labelled:
+            train_px = raw_pixel_features(bank_batches.epoch(0))
+            test_px = raw_pixel_features(test_batches.epoch(0))
+            result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
         summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs, "train_seconds": round(train_seconds + seconds, 2),
                    "wall_seconds": round(time.perf_counter() - wall_start, 2),
                    "images_per_s": round(result.images_per_s, 1), "device": str(device),
