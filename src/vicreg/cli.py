@@ -13,6 +13,9 @@
     vicreg experiment collapse                rerun a write-up experiment (collapse, weights, dims,
                                               seed-vs-resnet) and write a Markdown + HTML report
     vicreg experiment sweep --set loss.nu=0,1,25   sweep any config field(s)
+    vicreg train --preset sprites             a frame encoder on moving sprites (temporal views)
+    vicreg train-predictor RUN_DIR            the JEPA predictor of the next frame's embedding
+    vicreg eval-predictor RUN_DIR             its roll-out errors against baselines, probes, pictures
 """
 
 from __future__ import annotations
@@ -70,6 +73,25 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--split", default="test", choices=["train", "test"])
     em.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.npz or FILE.parquet")
     em.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+
+    tp = sub.add_parser("train-predictor", help="train the JEPA predictor on a video run's frozen embeddings",
+                        description="Embed every frame of the run's video sequences (data.dataset sprites or "
+                        "moving-mnist) with its encoder and train a predictor of the next frame's embedding from "
+                        "the last --predictor.context ones (and the pushes, when the sequences have them). Any "
+                        "PredictorConfig field as --predictor.key value, e.g. --predictor.model transformer "
+                        "--predictor.epochs 50 --predictor.joint true. Writes RUN_DIR/predictor/.")
+    tp.add_argument("run_dir", metavar="RUN_DIR")
+    tp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    ep = sub.add_parser("eval-predictor", help="roll-out errors, probes and pictures of a trained predictor",
+                        description="Autoregressive roll-out error of the predicted embedding at each horizon "
+                        "against 'next = last' and linear extrapolation; linear-probe R^2 of positions, "
+                        "velocities and distractors from the embedding and from raw pixels; the real next frames "
+                        "beside the training frames nearest to the predictions. Writes RUN_DIR/predictor/eval.json "
+                        "and pictures.")
+    ep.add_argument("run_dir", metavar="RUN_DIR")
+    ep.add_argument("--horizons", type=int, nargs="+", default=[1, 2, 4, 8], help="roll-out horizons (default 1 2 4 8)")
+    ep.add_argument("--sequences", type=int, default=4, help="test sequences in the picture (default 4)")
+    ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
     from .experiments import EXPERIMENTS
 
@@ -194,6 +216,29 @@ def _cmd_experiment(args, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_train_predictor(args, extra: list[str]) -> int:
+    from .worldmodel import load_predictor_config, train_predictor
+
+    cfg = load_predictor_config(parse_overrides(extra))
+    result = train_predictor(args.run_dir, cfg, device=args.device)
+    last = result.history[-1] if result.history else {}
+    print("last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    print(f"next: vicreg eval-predictor {args.run_dir}")
+    return 0
+
+
+def _cmd_eval_predictor(args) -> int:
+    from .worldmodel import evaluate_predictor, format_rollout_table
+
+    report = evaluate_predictor(args.run_dir, device=args.device, horizons=tuple(args.horizons),
+                                figure_sequences=args.sequences)
+    print(format_rollout_table(report))
+    for path in report["figures"]:
+        print(f"wrote {path}")
+    print(f"wrote {args.run_dir.rstrip('/')}/predictor/eval.json ({report['seconds']:.1f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
@@ -213,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args, extra)
         if args.command == "experiment":
             return _cmd_experiment(args, extra)
+        if args.command == "train-predictor":
+            return _cmd_train_predictor(args, extra)
         if extra:
             parser.error(f"unexpected arguments: {' '.join(extra)}")
-        if args.command in ("eval", "plot", "embed"):
-            return {"eval": _cmd_eval, "plot": _cmd_plot, "embed": _cmd_embed}[args.command](args)
+        if args.command in ("eval", "plot", "embed", "eval-predictor"):
+            return {"eval": _cmd_eval, "plot": _cmd_plot, "embed": _cmd_embed,
+                    "eval-predictor": _cmd_eval_predictor}[args.command](args)
         parser.print_help()
         return 2
     except ConfigError as e:
