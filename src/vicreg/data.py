@@ -573,6 +573,23 @@ def load_folder(cfg: DataConfig, log: Log = print) -> ImageDataset:
 
 
 # --------------------------------------------------------------------------------------------
+# Video (vicreg.video imports this module, so it is imported when first used)
+# --------------------------------------------------------------------------------------------
+
+
+def _load_sprites(cfg: DataConfig, log: Log = print) -> ImageDataset:
+    from .video import load_sprites_dataset
+
+    return load_sprites_dataset(cfg, log)
+
+
+def _load_moving_mnist(cfg: DataConfig, log: Log = print) -> ImageDataset:
+    from .video import load_moving_mnist_dataset
+
+    return load_moving_mnist_dataset(cfg, log)
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -584,6 +601,8 @@ LOADERS: dict[str, Callable[[DataConfig, Log], ImageDataset]] = {
     "cifar100": load_cifar100,
     "stl10": load_stl10,
     "folder": load_folder,
+    "sprites": _load_sprites,
+    "moving-mnist": _load_moving_mnist,
 }
 
 
