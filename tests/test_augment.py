@@ -361,3 +361,24 @@ def test_resize_images():
     assert resize_images(images(2, 3, 10, 14), 12).shape == (2, 3, 12, 12)
     # the mean brightness survives an upsampling
     assert math.isclose(float(big.mean()), float(images(2, 1, 8, 8).float().mean() / 255), abs_tol=0.02)
+
+
+def test_temporal_views_pick_two_frames_of_one_clip_up_to_the_offset_apart():
+    from vicreg.augment import TemporalViews
+    from vicreg.config import build_config
+
+    cfg = build_config("sprites")
+    frames, b = 6, 400
+    # frame t of clip i is filled with the value 10 * (i % 20) + t
+    values = (10 * (torch.arange(b) % 20)).view(b, 1) + torch.arange(frames).view(1, frames)
+    clips = values.view(b, frames, 1, 1).expand(b, frames, 4, 4).to(torch.uint8).contiguous()
+    views = TemporalViews(cfg.augment, 4, channels=1, max_offset=3)
+    first, later = views.pick_frames(clips, torch.Generator().manual_seed(0))
+    t0, t1 = first[:, 0, 0, 0].long() % 10, later[:, 0, 0, 0].long() % 10
+    assert torch.equal(first[:, 0, 0, 0].long() // 10, later[:, 0, 0, 0].long() // 10)  # the same clip
+    d = t1 - t0
+    assert set(d.tolist()) == {1, 2, 3} and t1.max() <= frames - 1 and t0.min() >= 0
+    xa, xb = views(clips, torch.Generator().manual_seed(0))
+    assert xa.shape == xb.shape == (b, 1, 4, 4) and xa.dtype == torch.float32
+    with pytest.raises(ValueError, match="max_offset=3"):
+        views(clips[:, :3], torch.Generator())

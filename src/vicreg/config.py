@@ -217,7 +217,8 @@ class PredictorConfig:
     joint: bool = False  # also train the encoder, with the VICReg variance and covariance terms on the
     #                      predicted and the target embeddings to keep the target from collapsing
     encoder_lr: float = 1e-4  # joint training: the encoder's learning rate
-    vicreg_weight: float = 1.0  # joint training: weight of the VICReg terms (loss.mu, loss.nu inside)
+    vicreg_weight: float = 0.04  # joint training: weight of the VICReg terms (loss.mu, loss.nu inside); 0.04 =
+    #                              1/25, the paper's balance of lambda=25 on the prediction term against mu, nu
     seed: int = 0
     device: str = "auto"
 

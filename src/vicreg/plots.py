@@ -698,7 +698,6 @@ def fig_rollout_errors(errors: Mapping[str, Mapping[int, float]], title: str = "
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(title or "roll-out error", fontsize=10)
-    fig.tight_layout()
     return fig
 
 

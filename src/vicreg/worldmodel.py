@@ -121,57 +121,62 @@ def _write_history(history: list[dict], path: Path) -> None:
 def _fit_joint(run: LoadedRun, seq: Sequences, cfg: PredictorConfig, log: Log) -> FitResult:
     """Train the predictor and the encoder together: the prediction error of the next frame's embedding plus
     the VICReg variance and covariance terms on the predicted and the target embeddings (vicreg.predictor.
-    prediction_loss), which keep the encoder from collapsing to a constant that is trivially predictable."""
+    prediction_loss), which keep the encoder from collapsing to a constant that is trivially predictable.
+
+    A step embeds whole sequences once (about ``batch_size`` windows' worth) and uses every window of
+    ``context + 1`` frames in them. The embedding normalisation is fitted once, before training."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
     encoder, device, k = run.model, run.device, cfg.context
-    norm = EmbeddingNorm.fit(embed_sequences(run, seq))  # fixed: the units the predictor works in
-    actions = _actions(seq, cfg)
-    predictor = build_predictor(cfg, norm.mean.numel(), 0 if actions is None else actions.shape[-1]).to(device)
     n, t = seq.frames.shape[:2]
     if t <= k:
         raise ValueError(f"sequences of {t} frames are too short for predictor.context={k} (need more than {k})")
-    starts = torch.cartesian_prod(torch.arange(n), torch.arange(t - k))  # (windows, 2): sequence, first frame
+    norm = EmbeddingNorm.fit(embed_sequences(run, seq))  # fixed: the units the predictor works in
+    actions = _actions(seq, cfg)
+    predictor = build_predictor(cfg, norm.dim, 0 if actions is None else actions.shape[-1]).to(device)
+    per_step = max(2, min(n, cfg.batch_size // (t - k)))  # sequences per step
+    steps_per_epoch = max(1, n // per_step)
     optimizer = torch.optim.AdamW([{"params": predictor.parameters(), "lr": cfg.lr},
                                    {"params": [p for p in encoder.parameters() if p.requires_grad],
                                     "lr": cfg.encoder_lr}], weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, len(starts) // cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1, s / steps))))
-    frames_dev = seq.frames.to(device)
-    norm_dev = EmbeddingNorm(norm.mean.to(device), norm.std.to(device))
-    offsets = torch.arange(k + 1)
-    history = []
+    total = cfg.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1, s / total))))
+    frames_dev, norm_dev = seq.frames.to(device), norm.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
-    for epoch in tqdm(range(cfg.epochs), desc="joint training", unit="epoch", disable=None):
+    history = []
+    bar = tqdm(total=total, desc="joint training", unit="step", disable=None)
+    for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         encoder.train(), predictor.train()
-        order = starts[torch.randperm(len(starts), generator=g)]
-        sums = {}
-        batches = 0
-        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            w = order[i:i + cfg.batch_size]
-            times = w[:, 1:2] + offsets  # (B, k+1)
-            clip = frames_dev[w[:, :1].to(device), times.to(device)]  # (B, k+1, C, H, W)
-            x = resize_images(clip.flatten(0, 1), run.input_size)
+        order = torch.randperm(n, generator=g)
+        sums: dict[str, Tensor] = {}
+        for i in range(steps_per_epoch):
+            idx = order[i * per_step:(i + 1) * per_step]
+            x = resize_images(frames_dev[idx.to(device)].flatten(0, 1), run.input_size)  # (S*T, C, H, W)
             with torch.autocast(device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
-                z = norm_dev.normalize(encoder.embed(x).float().view(len(w), k + 1, -1))
-                a = None if actions is None else actions[w[:, 0:1], times[:, :k]].to(device)
-                pred = predictor(z[:, :k], a)
-            terms = prediction_loss(pred.float(), z[:, k].float(), run.cfg.loss, cfg.vicreg_weight)
+                z = norm_dev.normalize(encoder.embed(x).float().view(len(idx), t, -1))  # (S, T, E)
+                windows = z.unfold(1, k + 1, 1).permute(0, 1, 3, 2).flatten(0, 1)  # (S*(T-k), k+1, E)
+                a = None
+                if actions is not None:
+                    a = actions[idx].to(device).unfold(1, k, 1)[:, :t - k].permute(0, 1, 3, 2).flatten(0, 1)
+                pred = predictor(windows[:, :k], a)
+            terms = prediction_loss(pred.float(), windows[:, k].float(), run.cfg.loss, cfg.vicreg_weight)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
             schedule.step()
             for key, v in terms.items():
                 sums[key] = sums.get(key, 0.0) + v.detach()
-            batches += 1
-        row = {"epoch": epoch + 1, **{f"train_{key}": float(v) / max(1, batches) for key, v in sums.items()},
+            bar.update(1)
+        row = {"epoch": epoch + 1, **{f"train_{key}": float(v) / steps_per_epoch for key, v in sums.items()},
                "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
-        log(f"epoch {epoch + 1}: " + ", ".join(f"{key} {v:.4f}" for key, v in row.items() if key.startswith("train_")))
+        bar.set_postfix_str(f"prediction {row['train_prediction']:.4f}", refresh=False)
+        log(f"epoch {epoch + 1}: " + ", ".join(f"{key[6:]} {v:.4f}" for key, v in row.items() if key.startswith("train_")))
+    bar.close()
     encoder.eval()
-    return FitResult(model=predictor.eval(), norm=norm, history=history, cfg=cfg, dim=norm.mean.numel(),
+    return FitResult(model=predictor.eval(), norm=norm, history=history, cfg=cfg, dim=norm.dim,
                      action_dim=0 if actions is None else actions.shape[-1])
 
 
