@@ -76,6 +76,9 @@ def test_joint_training_changes_the_encoder_and_evaluation_uses_it(tmp_path):
     assert load_predictor(run_dir / "predictor/predictor.pt").cfg.joint
     report = evaluate_predictor(run_dir, device="cpu", horizons=(1, 2), figure_sequences=1, log=QUIET)
     assert report["predictor"]["joint"] is True
+    # a frozen-encoder predictor trained afterwards removes the joint run's encoder
+    train_predictor(run_dir, PredictorConfig(epochs=1, context=2, width=16, batch_size=24), device="cpu", log=QUIET)
+    assert not (run_dir / "predictor/encoder.pt").exists()
 
 
 def test_cli_train_and_eval_predictor(run_dir, capsys):

@@ -95,6 +95,7 @@ def train_predictor(run_dir: Path | str, cfg: PredictorConfig | None = None, dev
         result = _fit_joint(run, train_seq, cfg, log)
         torch.save(run.model.state_dict(), out / "encoder.pt")
     else:
+        (out / "encoder.pt").unlink(missing_ok=True)  # a joint run's encoder would not match this predictor
         t = time.perf_counter()
         emb_train, emb_test = embed_sequences(run, train_seq), embed_sequences(run, test_seq)
         log(f"embedded {emb_train.shape[0] * emb_train.shape[1] + emb_test.shape[0] * emb_test.shape[1]} frames "
