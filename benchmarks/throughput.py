@@ -192,7 +192,6 @@ def run_reference(cfg: Config, images: torch.Tensor, size: int, device: torch.de
         optimizer.step()
 
     seconds, peak = timed(step, warmup, steps, device)
-    del batches, loader
     return Measured("reference", 2 * bs * steps / seconds, 1000 * seconds / steps, peak, steps)
 
 
@@ -272,7 +271,8 @@ class Ours:
 
 
 def profile(ours: Ours, steps: int, out: Path | None) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ours.device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="resnet18-cifar", help="model, loss, optimiser and augmentation of this preset")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--variants", default="reference,plain,ours", help=f"comma-separated: reference, {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="reference,plain,ours",
+                   help=f"comma-separated: reference, {', '.join(VARIANTS)}")
     p.add_argument("--steps", type=int, default=50, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=15, help="untimed steps first (compilation, cuDNN autotuning)")
     p.add_argument("--workers", type=int, default=min(10, os.cpu_count() or 1),

@@ -505,7 +505,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
             train_px = raw_pixel_features(bank_batches.epoch(0))
             test_px = raw_pixel_features(test_batches.epoch(0))
             result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
-        summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs, "train_seconds": round(train_seconds + seconds, 2),
+        summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs,
+                   "train_seconds": round(train_seconds + seconds, 2),
                    "wall_seconds": round(time.perf_counter() - wall_start, 2),
                    "images_per_s": round(result.images_per_s, 1), "device": str(device),
                    "knn": {str(k): v for k, v in knn.items()},

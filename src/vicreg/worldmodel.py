@@ -32,8 +32,17 @@ from torch import Tensor
 from .augment import resize_images
 from .config import Config, PredictorConfig, config_to_dict, predictor_config
 from .evaluate import extract_outputs, ridge_r2
-from .predictor import (EmbeddingNorm, FitResult, build_predictor, fit_predictor, load_predictor,
-                        prediction_loss, rollout, rollout_errors, save_predictor)
+from .predictor import (
+    EmbeddingNorm,
+    FitResult,
+    build_predictor,
+    fit_predictor,
+    load_predictor,
+    prediction_loss,
+    rollout,
+    rollout_errors,
+    save_predictor,
+)
 from .runs import LoadedRun, load_run
 from .video import Sequences, generate_sprites, load_moving_mnist
 
@@ -174,7 +183,8 @@ def _fit_joint(run: LoadedRun, seq: Sequences, cfg: PredictorConfig, log: Log) -
                "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
         bar.set_postfix_str(f"prediction {row['train_prediction']:.4f}", refresh=False)
-        log(f"epoch {epoch + 1}: " + ", ".join(f"{key[6:]} {v:.4f}" for key, v in row.items() if key.startswith("train_")))
+        log(f"epoch {epoch + 1}: "
+            + ", ".join(f"{key[6:]} {v:.4f}" for key, v in row.items() if key.startswith("train_")))
     bar.close()
     encoder.eval()
     return FitResult(model=predictor.eval(), norm=norm, history=history, cfg=cfg, dim=norm.dim,
