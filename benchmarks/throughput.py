@@ -5,12 +5,14 @@ Variants (``--variants``, comma-separated, in the order given):
     reference  the way the official code and most examples train: uint8 images as PIL images in a
                DataLoader with ``--workers`` worker processes, torchvision transforms per sample (the same
                recipe as ours: random resized crop, flip, colour jitter, grayscale, blur, solarisation as
-               configured), one forward per view, fp32, NCHW, LARS looping over the parameters.
+               configured), one forward per view, fp32, NCHW, the preset's optimiser (LARS, AdamW or SGD)
+               looping over the parameters.
     plain      our data and augmentation (uint8 dataset resident on the device, batched per-sample
                augmentation there), bf16 autocast and channels_last on CUDA, but one forward per view and
-               LARS looping over the parameters: the "plain fast loop".
+               the optimiser looping over the parameters: the "plain fast loop".
     ours       ``vicreg train``'s defaults (vicreg.step.train_step): both views in one forward with
-               per-view batch norm, multi-tensor (foreach) LARS, no host sync in the step.
+               per-view batch norm, multi-tensor optimiser (foreach LARS, fused AdamW/SGD on CUDA), no host
+               sync in the step.
     joint      ours with train.batchnorm=joint (BN statistics over both views together: faster, other maths).
     compile    ours with train.compile (torch.compile of forward + loss, mode "default").
     graphs     ours with train.compile and compile_mode "reduce-overhead" (CUDA graphs).
@@ -52,7 +54,7 @@ from vicreg.augment import TwoViews  # noqa: E402
 from vicreg.config import Config, ViewAugment, build_config  # noqa: E402
 from vicreg.data import load_dataset  # noqa: E402
 from vicreg.models import build_model  # noqa: E402
-from vicreg.optim import LARS, build_optimizer, peak_lr  # noqa: E402
+from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr  # noqa: E402
 from vicreg.step import build_loss_fn, make_loss_fn, train_step  # noqa: E402
 from vicreg.train import autocast_dtype, channel_stats, input_size_for, synchronize  # noqa: E402
 
@@ -164,14 +166,24 @@ def timed(step, warmup: int, steps: int, device: torch.device) -> tuple[float, f
     return seconds, peak
 
 
+def one_at_a_time_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The preset's optimiser updating one parameter at a time (the stock loop: foreach and fused off)."""
+    o, bs = cfg.optim, cfg.train.batch_size
+    if o.name == "lars":
+        return LARS([p for p in model.parameters() if p.requires_grad], lr=peak_lr(o, bs),
+                    weight_decay=o.weight_decay, momentum=o.momentum, eta=o.eta, foreach=False)
+    groups = param_groups(model, o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=peak_lr(o, bs), betas=o.betas, foreach=False)
+    return torch.optim.SGD(groups, lr=peak_lr(o, bs), momentum=o.momentum, foreach=False)
+
+
 def run_reference(cfg: Config, images: torch.Tensor, size: int, device: torch.device, workers: int, warmup: int,
                   steps: int) -> Measured:
     bs = cfg.train.batch_size
     mean, std = channel_stats(images)
     model = build_model(cfg.model, images.shape[1], mean, std).to(device).train()
-    optimizer = LARS([p for p in model.parameters() if p.requires_grad], lr=peak_lr(cfg.optim, bs),
-                     weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta,
-                     foreach=False)
+    optimizer = one_at_a_time_optimizer(cfg, model)
     loss_fn = make_loss_fn(model, cfg.loss, stack=False, amp=None, channels_last=False)
     loader = torch.utils.data.DataLoader(PILTwoViews(images, cfg, size), batch_size=bs, shuffle=True, drop_last=True,
                                          num_workers=workers, pin_memory=device.type == "cuda",
@@ -207,12 +219,9 @@ class Ours:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss_fn(self.model, cfg, amp, channels_last)
-        if cfg.train.stack_views:
-            self.optimizer = build_optimizer(cfg.optim, self.model, self.bs)
-        else:  # the plain loop: LARS one parameter at a time
-            self.optimizer = LARS([p for p in self.model.parameters() if p.requires_grad],
-                                  lr=peak_lr(cfg.optim, self.bs), weight_decay=cfg.optim.weight_decay,
-                                  momentum=cfg.optim.momentum, eta=cfg.optim.eta, foreach=False)
+        # the plain loop updates one parameter at a time; ours uses multi-tensor kernels
+        self.optimizer = (build_optimizer(cfg.optim, self.model, self.bs) if cfg.train.stack_views
+                          else one_at_a_time_optimizer(cfg, self.model))
         self.augment = TwoViews(cfg.augment, size).to(device)
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.images = images.to(device)

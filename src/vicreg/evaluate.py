@@ -108,9 +108,10 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
 
 
 @contextmanager
-def _cpu_threads(n: int, enabled: bool):
-    """Run with ``n`` intra-op CPU threads: the probe's small matrix products are faster on one thread than
-    split over several (and far faster when the cores are busy with other work)."""
+def cpu_threads(n: int, enabled: bool = True):
+    """Run with ``n`` intra-op CPU threads when ``enabled``: small matrix products (a probe, a small
+    predictor) are faster on one thread than split over several, and far faster when the cores are busy
+    with other work."""
     if not enabled:
         yield
         return
@@ -160,7 +161,7 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     total = epochs * steps_per_epoch
     step = 0
     small = x.device.type == "cpu" and batch_size * x.shape[1] <= 1 << 20
-    with torch.enable_grad(), _cpu_threads(1, small):
+    with torch.enable_grad(), cpu_threads(1, small):
         for _ in range(epochs):
             order = torch.randperm(x.shape[0], generator=generator).to(x.device)
             for idx in order.split(batch_size):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LossConfig, PredictorConfig, config_to_dict, predictor_config
+from .evaluate import cpu_threads
 from .loss import covariance_term, variance_term
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 METHODS = ("predictor", "last", "linear")  # the keys of rollout_errors
-SMALL_CPU_WORK = 1 << 17  # batch rows x model width up to which CPU work runs on one thread (see _cpu_threads)
+SMALL_CPU_WORK = 1 << 17  # batch rows x model width up to which CPU work runs on one thread (see evaluate.cpu_threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,21 +85,6 @@ def _check_actions(actions: Tensor, emb: Tensor, name: str, action_dim: int | No
     if actions.shape[1] == t - 1:
         actions = torch.cat([actions, actions.new_zeros(n, 1, actions.shape[2])], dim=1)
     return actions.float()
-
-
-@contextmanager
-def _cpu_threads(n: int, enabled: bool) -> Iterator[None]:
-    """Run with ``n`` intra-op CPU threads when ``enabled``: a small model's matrix products are faster on one
-    thread than split over several (and far faster when the cores are busy with other work)."""
-    if not enabled:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _small_cpu_work(device: torch.device, rows: int, width: int) -> bool:
@@ -430,7 +416,7 @@ def fit_predictor(
     generator = torch.Generator().manual_seed(cfg.seed)
     small = _small_cpu_work(dev, cfg.batch_size, cfg.width)
     rng_devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices), torch.enable_grad(), _cpu_threads(1, small):
+    with torch.random.fork_rng(devices=rng_devices), torch.enable_grad(), cpu_threads(1, small):
         torch.manual_seed(cfg.seed)
         model = build_predictor(cfg, dim, action_dim).to(dev)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -523,7 +509,7 @@ def _rollout_standardised(model: nn.Module, norm: EmbeddingNorm, emb: Tensor, st
         act = act[:, start - k:last + 1].to(dev)
     ctx = norm(emb[:, start - k:start].to(dev).float())
     preds = []
-    with _eval_mode(model), _cpu_threads(1, _small_cpu_work(dev, emb.shape[0], model.width)):
+    with _eval_mode(model), cpu_threads(1, _small_cpu_work(dev, emb.shape[0], model.width)):
         for j in range(horizon):
             pred = model(ctx, None if act is None else act[:, j:j + k])
             preds.append(pred)
@@ -586,7 +572,7 @@ def rollout_errors(model: nn.Module, norm: EmbeddingNorm, emb: Tensor, actions: 
     dev = _model_device(model)
     norm = _norm_on(norm, dev)
     sums = {m: torch.zeros(longest, device=dev) for m in METHODS}
-    with _cpu_threads(1, _small_cpu_work(dev, emb.shape[0], model.width)):
+    with cpu_threads(1, _small_cpu_work(dev, emb.shape[0], model.width)):
         for s in range(first, t - longest + 1):
             target = norm(emb[:, s:s + longest].to(dev).float())
             preds = {
