@@ -143,3 +143,13 @@ def test_stacked_views_train_like_one_forward_per_view(tmp_path):
     cfg = tiny(tmp_path, **{"train.epochs": 1, "train.batchnorm": "joint", "train.knn_every": 0})
     joint = train(cfg, run_dir=tmp_path / "joint", echo=lambda m: None)
     assert joint.step == 21
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the asynchronous metrics path")
+def test_cuda_run_writes_every_step_although_metrics_are_copied_asynchronously(tmp_path):
+    cfg = tiny(tmp_path, **{"train.epochs": 1, "train.device": "cuda", "train.log_every": 3})
+    train(cfg, run_dir=tmp_path / "gpu", echo=lambda m: None)
+    assert [int(r["step"]) for r in rows(tmp_path / "gpu/metrics.csv")] == list(range(1, 1347 // 64 + 1))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train(tiny(tmp_path, **{"optim.lr": 1e12, "train.epochs": 1, "train.device": "cuda"}),
+              run_dir=tmp_path / "nan", echo=lambda m: None)

@@ -225,7 +225,13 @@ def _keep_jsonl(path: Path, until_step: int) -> None:
 
 
 class _MetricsWriter:
-    """metrics.csv and TensorBoard. Step losses stay on the device until ``flush`` (one host sync per window)."""
+    """metrics.csv and TensorBoard. Step losses stay on the device until ``flush``.
+
+    On CUDA, ``flush`` only queues a copy of the window's losses into pinned host memory and writes the
+    window queued at the previous flush, whose copy finished long ago: the host never waits for the
+    device during training. ``flush(wait=True)`` (epoch ends, interrupts) writes everything now. On the
+    CPU every flush writes at once.
+    """
 
     def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
         self.path, self.knn_path = run_dir / "metrics.csv", run_dir / "knn.csv"
@@ -235,6 +241,7 @@ class _MetricsWriter:
         _keep_rows(self.knn_path, keep_until_step)
         _keep_jsonl(self.diagnostics_path, keep_until_step)
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []
+        self.queued: list[tuple] = []  # windows on their way to the host: (rows, host tensor, event, ips)
         self.tb = None
         if tensorboard:
             try:
@@ -247,14 +254,34 @@ class _MetricsWriter:
     def add(self, step: int, epoch: int, lr: float, terms: torch.Tensor) -> None:
         self.pending.append((step, epoch, lr, terms.detach()))
 
-    def flush(self, images_per_s: float) -> list[float]:
-        """Write the pending rows; returns the last row's [loss, inv, var, cov]. Raises on a NaN loss."""
-        if not self.pending:
-            return []
-        values = torch.stack([t for *_, t in self.pending]).tolist()  # the one host sync of the window
+    def flush(self, images_per_s: float, wait: bool = False) -> list[float]:
+        """Queue the pending rows and write the windows that are ready (all of them with ``wait`` or on the
+        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). Raises on a NaN loss."""
+        if self.pending:
+            values = torch.stack([t for *_, t in self.pending])
+            event = None
+            if values.is_cuda:
+                host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+                host.copy_(values, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                values = host
+            self.queued.append(([row[:3] for row in self.pending], values, event, images_per_s))
+            self.pending.clear()
+        keep = 0 if wait else 1 if self.queued and self.queued[-1][2] is not None else 0
+        last: list[float] = []
+        while len(self.queued) > keep:
+            last = self._write(*self.queued.pop(0))
+        return last
+
+    def _write(self, rows: list[tuple[int, int, float]], values: torch.Tensor, event,
+               images_per_s: float) -> list[float]:
+        if event is not None:
+            event.synchronize()  # long done unless wait=True
+        values = values.tolist()
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
-            for (step, epoch, lr, _), v in zip(self.pending, values):
+            for (step, epoch, lr), v in zip(rows, values):
                 if not all(math.isfinite(x) for x in v):
                     raise FloatingPointError(
                         f"the loss became non-finite at step {step} (loss, invariance, variance, covariance = "
@@ -265,8 +292,7 @@ class _MetricsWriter:
                         self.tb.add_scalar(f"loss/{name}", x, step)
                     self.tb.add_scalar("lr", lr, step)
         if self.tb is not None:
-            self.tb.add_scalar("images_per_s", images_per_s, self.pending[-1][0])
-        self.pending.clear()
+            self.tb.add_scalar("images_per_s", images_per_s, rows[-1][0])
         return values[-1]
 
     def knn(self, step: int, epoch: float, train_seconds: float, acc: dict[int, float]) -> None:
@@ -436,10 +462,10 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     window = {"time": wall_start, "step": step}  # throughput window between flushes
     collapse = {"summary": ""}  # the latest diagnostics, shown in the progress bar
 
-    def flush() -> None:
+    def flush(wait: bool = False) -> None:
         now = time.perf_counter()
         ips = 2 * t.batch_size * (step - window["step"]) / max(now - window["time"], 1e-9)
-        last = metrics.flush(ips)
+        last = metrics.flush(ips, wait)
         if last:
             loss, inv, var, cov = last
             bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} "
@@ -470,7 +496,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                         break  # mid-epoch stop; at an epoch's end the epoch's own work runs first
                 else:  # the epoch ran to its end
                     clock.pause()
-                    flush()
+                    flush(wait=True)
                     epoch_done = epoch + 1
                     last = epoch_done == t.epochs
                     if last or (t.diagnostics_every and epoch_done % t.diagnostics_every == 0):
@@ -489,7 +515,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
             clock.pause()
             if stop["stop"] and step < total_steps:
                 interrupted = True
-                flush()
+                flush(wait=True)
                 checkpoint()
                 log(f"interrupted at step {step}: checkpoint saved; resume with: vicreg train --resume {run_dir}")
     finally:
