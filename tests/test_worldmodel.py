@@ -98,4 +98,11 @@ def test_world_model_needs_a_video_run(tmp_path, capsys):
     assert main(["train-predictor", str(tmp_path / "digits"), "--device", "cpu"]) == 1
     assert "not on video" in capsys.readouterr().err
     assert main(["eval-predictor", str(tmp_path / "digits"), "--device", "cpu"]) == 1
-    assert "train-predictor" in capsys.readouterr().err
+    assert "not on video" in capsys.readouterr().err
+    assert main(["eval-predictor", str(tmp_path / "nowhere")]) == 1
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_a_context_longer_than_the_sequences_stops_before_any_work(run_dir, capsys):
+    assert main(["train-predictor", str(run_dir), "--predictor.context", "7", "--predictor.train_horizon", "2"]) == 1
+    assert "predictor.context=7 plus predictor.train_horizon=2" in capsys.readouterr().err

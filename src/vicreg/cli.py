@@ -25,7 +25,7 @@ import sys
 
 import yaml
 
-from .config import ConfigError, build_config, config_to_dict, load_yaml, parse_overrides
+from .config import ConfigError, PredictorConfig, build_config, config_to_dict, load_yaml, parse_overrides
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.log_every",
                       "data.num_workers"}
@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                         "moving-mnist) with its encoder and train a predictor of the next frame's embedding from "
                         "the last --predictor.context ones (and the pushes, when the sequences have them). Any "
                         "PredictorConfig field as --predictor.key value, e.g. --predictor.model transformer "
-                        "--predictor.epochs 50 --predictor.joint true. Writes RUN_DIR/predictor/.")
+                        "--predictor.epochs 50 --predictor.joint true. Fields and defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in config_to_dict(PredictorConfig()).items())
+                        + ". Writes RUN_DIR/predictor/, replacing the predictor trained before.")
     tp.add_argument("run_dir", metavar="RUN_DIR")
     tp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     ep = sub.add_parser("eval-predictor", help="roll-out errors, probes and pictures of a trained predictor",

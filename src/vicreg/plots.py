@@ -701,7 +701,8 @@ def fig_rollout_errors(errors: Mapping[str, Mapping[int, float]], title: str = "
     return fig
 
 
-def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, title: str = "") -> Figure:
+def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, title: str = "",
+                         distractors: bool = False) -> Figure:
     """For each test sequence, two rows: its frames (the ``context`` seen, then the real next ones), and under
     each real next frame the training frame whose embedding is nearest to the predicted embedding.
 
@@ -738,6 +739,8 @@ def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, 
                 show(ax, nearest[i, j - context], "C0")
                 if j == context:
                     ax.set_ylabel("predicted\n(nearest\ntraining\nframe)", fontsize=7)
+    note = "; the small white squares are distractors, redrawn at random every frame" if distractors else ""
     fig.suptitle((title + "\n" if title else "") + f"top rows: {context} context frames, then the real next frames "
-                 "(green); bottom rows: the training frame nearest to each predicted embedding (blue)", fontsize=8)
+                 f"(green); bottom rows: the training frame nearest to each predicted embedding (blue){note}",
+                 fontsize=8)
     return fig

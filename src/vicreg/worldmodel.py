@@ -44,12 +44,15 @@ from .predictor import (
     save_predictor,
 )
 from .runs import LoadedRun, load_run
+from .train import load_run_config
 from .video import Sequences, generate_sprites, load_moving_mnist
 
 __all__ = ["load_sequences", "embed_sequences", "train_predictor", "evaluate_predictor", "format_rollout_table",
            "probe_report", "PREDICTOR_DIR"]
 
 PREDICTOR_DIR = "predictor"
+VIDEO_DATASETS = ("sprites", "moving-mnist")
+MOVING_MNIST_FRAMES = 20
 Log = Callable[[str], None]
 
 
@@ -64,6 +67,19 @@ def load_sequences(cfg: Config, split: str) -> Sequences:
 
 
 @torch.no_grad()
+def _check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config:
+    """The run's config, after checking (before any work) that it is a video run whose sequences are long
+    enough for the predictor's context and training horizon."""
+    run_cfg = load_run_config(run_dir)
+    if run_cfg.data.dataset not in VIDEO_DATASETS:
+        load_sequences(run_cfg, "train")  # raises the explanation
+    length = run_cfg.data.video.length if run_cfg.data.dataset == "sprites" else MOVING_MNIST_FRAMES
+    if cfg is not None and cfg.context + cfg.train_horizon > length:
+        raise ValueError(f"predictor.context={cfg.context} plus predictor.train_horizon={cfg.train_horizon} does "
+                         f"not fit in the run's sequences of {length} frames (need context + horizon <= {length})")
+    return run_cfg
+
+
 def embed_sequences(run: LoadedRun, seq: Sequences, batch_size: int = 1024) -> Tensor:
     """Embeddings (N, T, E), float32 on the CPU, of every frame of ``seq`` by the run's frozen encoder."""
     n, t = seq.frames.shape[:2]
@@ -88,6 +104,7 @@ def train_predictor(run_dir: Path | str, cfg: PredictorConfig | None = None, dev
     or trained with it when ``cfg.joint``) and save it under run_dir/predictor/."""
     cfg = cfg or PredictorConfig()
     run_dir = Path(run_dir)
+    _check_video_run(run_dir, cfg)
     run = load_run(run_dir, device, log=lambda _: None)
     out = run_dir / PREDICTOR_DIR
     out.mkdir(exist_ok=True)
@@ -252,6 +269,7 @@ def evaluate_predictor(run_dir: Path | str, device: str = "auto", horizons: tupl
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
+    _check_video_run(run_dir)
     out = run_dir / PREDICTOR_DIR
     if not (out / "predictor.pt").exists():
         raise FileNotFoundError(f"no predictor in {out}: train one first with vicreg train-predictor {run_dir}")
@@ -278,11 +296,13 @@ def evaluate_predictor(run_dir: Path | str, device: str = "auto", horizons: tupl
     bank = fit.norm.normalize(emb_train.flatten(0, 1))
     nearest = _nearest_frames(fit.norm.normalize(pred), bank)  # (S, H) indices of training frames
     train_frames = train_seq.frames_flat()
+    what = f"{cfg.model} predictor, context {k}{', trained jointly with the encoder' if cfg.joint else ''}"
+    leaves = test_seq.distractors is not None
     paths = save_figure(fig_predicted_frames(test_seq.frames[shown, :k + h_max], train_frames[nearest], k,
-                                             title=f"{run_dir.name}: {cfg.model} predictor, context {k}"),
+                                             title=f"{run_dir.name}: {what}", distractors=leaves),
                         out / "predictions", formats=("png",))
-    paths += save_figure(fig_rollout_errors(errors, title=f"{run_dir.name}: roll-out error on the test sequences"),
-                         out / "rollout_error")
+    paths += save_figure(fig_rollout_errors(errors, title=f"{run_dir.name}: roll-out error on the test sequences\n"
+                                                          f"{what}"), out / "rollout_error")
     report = {"run_dir": str(run_dir), "predictor": asdict(cfg), "horizons": list(horizons),
               "rollout_mse": {m: {str(h): v for h, v in e.items()} for m, e in errors.items()},
               "probes_r2": probes, "figures": [str(p) for p in paths], "device": str(run.device),
