@@ -45,6 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -56,7 +57,7 @@ from vicreg.data import load_dataset  # noqa: E402
 from vicreg.models import build_model  # noqa: E402
 from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr  # noqa: E402
 from vicreg.step import build_loss_fn, make_loss_fn, train_step  # noqa: E402
-from vicreg.train import autocast_dtype, channel_stats, input_size_for, synchronize  # noqa: E402
+from vicreg.train import autocast_dtype, channel_stats, input_size_for, resolve_device, synchronize  # noqa: E402
 
 SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "stl10": (3, 96), "fashion-mnist": (1, 28), "mnist": (1, 28),
           "digits": (1, 8)}
@@ -334,12 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         over["data.data_dir"] = args.data_dir
     base = build_config(args.preset, over)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     images = training_images(base, args.data, args.images)
     if len(images) < args.batch_size:
         sys.exit(f"--images {len(images)} is smaller than --batch-size {args.batch_size}")
-    size = input_size_for(base, _Shape(images), log=lambda m: print(m))
+    size = input_size_for(base, SimpleNamespace(image_size=int(images.shape[-1])), log=print)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     name, peak = device_peak_tflops(device)
@@ -405,13 +405,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     return 0
-
-
-class _Shape:
-    """The two attributes input_size_for reads from a dataset."""
-
-    def __init__(self, images: torch.Tensor):
-        self.image_size = int(images.shape[-1])
 
 
 if __name__ == "__main__":

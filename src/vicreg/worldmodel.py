@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .augment import resize_images
-from .config import Config, PredictorConfig, config_to_dict, predictor_config
+from .config import Config, PredictorConfig, predictor_config, save_yaml
 from .evaluate import extract_outputs, ridge_r2
 from .predictor import (
     EmbeddingNorm,
@@ -66,7 +66,6 @@ def load_sequences(cfg: Config, split: str) -> Sequences:
                      "a run on sprites or moving-mnist (e.g. vicreg train --preset sprites)")
 
 
-@torch.no_grad()
 def _check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config:
     """The run's config, after checking (before any work) that it is a video run whose sequences are long
     enough for the predictor's context and training horizon."""
@@ -80,6 +79,7 @@ def _check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Confi
     return run_cfg
 
 
+@torch.no_grad()
 def embed_sequences(run: LoadedRun, seq: Sequences, batch_size: int = 1024) -> Tensor:
     """Embeddings (N, T, E), float32 on the CPU, of every frame of ``seq`` by the run's frozen encoder."""
     n, t = seq.frames.shape[:2]
@@ -108,10 +108,7 @@ def train_predictor(run_dir: Path | str, cfg: PredictorConfig | None = None, dev
     run = load_run(run_dir, device, log=lambda _: None)
     out = run_dir / PREDICTOR_DIR
     out.mkdir(exist_ok=True)
-    import yaml
-
-    with open(out / "config.yaml", "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    save_yaml(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     train_seq, test_seq = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
     log(f"sequences: {len(train_seq)} train, {len(test_seq)} test, {train_seq.frames.shape[1]} frames of "
