@@ -30,10 +30,36 @@ from .augment import TwoViews
 from .config import Config, LossConfig
 from .loss import LossTerms, vicreg_loss
 
-__all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batchnorm", "stack_views", "make_loss_fn",
-           "LossFn", "build_loss_fn", "train_step"]
+__all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batch_norm", "per_view_batchnorm", "stack_views",
+           "make_loss_fn", "LossFn", "build_loss_fn", "train_step"]
 
 LossFn = Callable[[Tensor, Tensor], LossTerms]
+
+
+def per_view_batch_norm(x: Tensor, views: int, weight: Tensor | None, bias: Tensor | None,
+                        eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode batch norm of ``views`` stacked views, each with its own statistics, without a copy.
+
+    x: (V*N, C, *S) (any memory format) -> y of the same shape, and the per-view batch mean and biased
+    variance (V, C) in float32 for the running statistics. The statistics come from the (V, N, C, *S)
+    view of ``x``; the affine map y = x * scale + shift (scale, shift per view and channel) is applied to
+    ``x`` as a whole, so no view is split off and concatenated back (no ``aten::cat``). Statistics and
+    the affine map are computed in float32 when ``x`` is bf16/fp16 (as cuDNN does), in x's dtype otherwise.
+    """
+    xv = x.unflatten(0, (views, -1))  # (V, N, C, *S): a view, no copy
+    if xv.dtype in (torch.bfloat16, torch.float16):
+        xv = xv.float()
+    reduce = (1, *range(3, xv.dim()))  # over the samples of a view and the spatial positions
+    var, mean = torch.var_mean(xv, dim=reduce, correction=0, keepdim=True)  # (V, 1, C, 1, ...)
+    scale = torch.rsqrt(var + eps)
+    shape = (1, 1, -1) + (1,) * (xv.dim() - 3)
+    if weight is not None:
+        scale = scale * weight.view(shape)
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias.view(shape)
+    y = torch.addcmul(shift, xv, scale).to(x.dtype).flatten(0, 1)
+    return y, mean.flatten(), var.flatten()  # mean, var flattened as (V*C,): view v is [v*C:(v+1)*C]
 
 
 class _PerView:
@@ -47,8 +73,23 @@ class _PerView:
         if x.shape[0] % self.views:
             raise ValueError(f"{type(self).__name__} expects {self.views} stacked views of equal size, "
                              f"got a batch of {x.shape[0]} rows")
-        # each call of the stock forward uses and updates the statistics of one view, in order a, b
-        return torch.cat([super(_PerView, self).forward(part) for part in x.chunk(self.views)])
+        self._check_input_dim(x)
+        y, mean, var = per_view_batch_norm(x, self.views, self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean.detach().view(self.views, -1), var.detach().view(self.views, -1),
+                                       x.numel() // (self.views * x.shape[1]))
+        return y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
+        """As the stock layer does once per view, view a first: running <- (1 - m) running + m batch, with
+        the unbiased variance; ``momentum=None`` (cumulative average) counts each view as one batch."""
+        unbiased = var * (n / max(n - 1, 1))
+        for v in range(self.views):
+            self.num_batches_tracked.add_(1)
+            m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.mul_(1 - m).add_(mean[v].to(self.running_mean.dtype), alpha=m)
+            self.running_var.mul_(1 - m).add_(unbiased[v].to(self.running_var.dtype), alpha=m)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, views={self.views}"
