@@ -280,7 +280,7 @@ class Ours:
         return 1000 * (time.perf_counter() - t0) / reps
 
 
-def profile(ours: Ours, steps: int, out: Path | None) -> None:
+def profile(ours: Ours, steps: int, out: Path | None) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -290,11 +290,20 @@ def profile(ours: Ours, steps: int, out: Path | None) -> None:
             ours.step()
         synchronize(ours.device)
     key = "self_cuda_time_total" if ours.device.type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=25))
+    events = prof.key_averages()
+    print(events.table(sort_by=key, row_limit=25))
+    aten = [e for e in events if e.key.startswith("aten::")]
+    total = sum(getattr(e, key) for e in events) or 1
+    cat = next((getattr(e, key) for e in events if e.key == "aten::cat"), 0)
+    summary = {"aten_ops_per_step": sum(e.count for e in aten) / steps, "distinct_aten_ops": len(aten),
+               "cat_share": cat / total}
+    print(f"profile: {summary['aten_ops_per_step']:.0f} aten op calls per step ({len(aten)} distinct), "
+          f"aten::cat {100 * summary['cat_share']:.1f} % of the self {'CUDA' if 'cuda' in key else 'CPU'} time")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(out / "trace.json"))
         print(f"chrome trace: {out / 'trace.json'} (open in https://ui.perfetto.dev)")
+    return summary
 
 
 def device_peak_tflops(device: torch.device) -> tuple[str, float | None]:
@@ -368,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "fraction_of_peak": tflops / peak if peak else None,
                                  "augment_ms": ours.augment_ms(), "host_syncs_per_step": ours.host_syncs()}
                 if args.profile:
-                    profile(ours, args.profile, args.profile_dir)
+                    extra_figures["profile"] = profile(ours, args.profile, args.profile_dir)
             del ours
         else:
             sys.exit(f"unknown variant {variant!r}: expected reference or one of {', '.join(VARIANTS)}")

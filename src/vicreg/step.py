@@ -67,10 +67,12 @@ class _PerViewBatchNorm(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, views: int, eps: float):
         xv = _float(x.unflatten(0, (views, -1)))  # (V, N, C, *S): a view, no copy (float32 if x is bf16)
         reduce = (1, *range(3, xv.dim()))  # the samples of a view and the spatial positions
-        n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
-        # two passes of plain sums (exact and, on the CPU, twice as fast as var_mean's Welford reduction)
-        mean = xv.sum(reduce, keepdim=True) / n  # (V, 1, C, 1, ...)
-        var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased, as batch norm normalises with
+        if xv.device.type == "cpu":  # two passes of plain sums: on the CPU twice as fast as var_mean (Welford)
+            n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
+            mean = xv.sum(reduce, keepdim=True) / n  # (V, 1, C, 1, ...)
+            var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased, as batch norm normalises with
+        else:  # one pass (Welford) on the GPU, as the stock kernels do
+            var, mean = torch.var_mean(xv, dim=reduce, correction=0, keepdim=True)
         invstd = torch.rsqrt(var + eps)
         shape = (1, 1, -1) + (1,) * (xv.dim() - 3)  # a (C,) parameter broadcast over (V, N, C, *S)
         scale = invstd if weight is None else invstd * weight.view(shape)
@@ -124,13 +126,20 @@ class _PerView:
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
         """As the stock layer does once per view, view a first: running <- (1 - m) running + m batch, with
-        the unbiased variance; ``momentum=None`` (cumulative average) counts each view as one batch."""
+        the unbiased variance; after V views, running * (1 - m)^V + sum_v m (1 - m)^(V-1-v) batch_v.
+        ``momentum=None`` (a cumulative average) counts each view as one batch."""
+        self.num_batches_tracked.add_(self.views)
         unbiased = var * (n / max(n - 1, 1))
-        for v in range(self.views):
-            self.num_batches_tracked.add_(1)
-            m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            self.running_mean.mul_(1 - m).add_(mean[v].to(self.running_mean.dtype), alpha=m)
-            self.running_var.mul_(1 - m).add_(unbiased[v].to(self.running_var.dtype), alpha=m)
+        for running, batch in ((self.running_mean, mean), (self.running_var, unbiased)):
+            if self.momentum is None:  # reads the count: a host sync, only in this rarely used mode
+                seen = int(self.num_batches_tracked) - self.views
+                for v in range(self.views):
+                    running.mul_(1 - 1 / (seen + v + 1)).add_(batch[v].to(running.dtype), alpha=1 / (seen + v + 1))
+                continue
+            m = self.momentum
+            running.mul_((1 - m) ** self.views)
+            for v in range(self.views):
+                running.add_(batch[v].to(running.dtype), alpha=m * (1 - m) ** (self.views - 1 - v))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, views={self.views}"
