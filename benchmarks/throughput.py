@@ -7,15 +7,18 @@ Variants (``--variants``, comma-separated, in the order given):
                recipe as ours: random resized crop, flip, colour jitter, grayscale, blur, solarisation as
                configured), one forward per view, fp32, NCHW, the preset's optimiser (LARS, AdamW or SGD)
                looping over the parameters.
+    ours       ``vicreg train``'s defaults (vicreg.step.Step), printed first: both views in one forward with
+               per-view batch norm (no concatenation), multi-tensor optimiser (foreach LARS, fused
+               AdamW/SGD on CUDA), no host sync in the step, and on CUDA ``train.compile=auto``: the forward
+               and loss compiled under CUDA graphs (compile_mode reduce-overhead). Eager on the CPU.
     plain      our data and augmentation (uint8 dataset resident on the device, batched per-sample
-               augmentation there), bf16 autocast and channels_last on CUDA, but one forward per view and
-               the optimiser looping over the parameters: the "plain fast loop".
-    ours       ``vicreg train``'s defaults (vicreg.step.train_step): both views in one forward with
-               per-view batch norm, multi-tensor optimiser (foreach LARS, fused AdamW/SGD on CUDA), no host
-               sync in the step.
-    joint      ours with train.batchnorm=joint (BN statistics over both views together: faster, other maths).
-    compile    ours with train.compile (torch.compile of forward + loss, mode "default").
-    graphs     ours with train.compile and compile_mode "reduce-overhead" (CUDA graphs).
+               augmentation there), bf16 autocast and channels_last on CUDA, but one forward per view, the
+               optimiser looping over the parameters and no compilation: the "plain fast loop".
+    eager      ours with train.compile=false (what the default was before compilation on CUDA).
+    joint      ours with train.batchnorm=joint (BN statistics over both views together: other maths).
+    compile    ours with train.compile=true, compile_mode "default" (no CUDA graphs).
+    step       ours with train.compile_scope=step: forward, loss, backward and the optimiser update in one
+               compiled region (opt-in until a GPU check has measured it).
 
 Measured for each: two-view images per second (2 x batch x steps / seconds) over ``--steps`` steps
 after ``--warmup`` untimed ones (compilation happens there), with the device synchronised at both ends;
@@ -28,7 +31,7 @@ N steps of ``ours``.
     python benchmarks/throughput.py --preset resnet18-cifar --batch-size 512             # 32x32 RGB
     python benchmarks/throughput.py --preset resnet18-fashion --batch-size 512           # 28x28 grey
     python benchmarks/throughput.py --preset resnet18-cifar --batch-size 64 --steps 5 --warmup 2 \\
-        --variants reference,plain,ours --device cpu                                      # CPU, small
+        --variants ours,reference,plain --device cpu                                      # CPU, small
 
 Data: ``--data synthetic`` (default; random uint8 images of the preset dataset's shape, which costs
 the same to train on as real ones) or ``--data real`` (the preset's dataset through vicreg.data, e.g.
@@ -55,8 +58,8 @@ from vicreg.augment import TwoViews  # noqa: E402
 from vicreg.config import Config, ViewAugment, build_config  # noqa: E402
 from vicreg.data import load_dataset  # noqa: E402
 from vicreg.models import build_model  # noqa: E402
-from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr  # noqa: E402
-from vicreg.step import build_loss_fn, make_loss_fn, train_step  # noqa: E402
+from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr, set_learning_rate  # noqa: E402
+from vicreg.step import Step, make_loss_fn, resolve_compile  # noqa: E402
 from vicreg.train import autocast_dtype, channel_stats, input_size_for, resolve_device, synchronize  # noqa: E402
 
 SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "stl10": (3, 96), "fashion-mnist": (1, 28), "mnist": (1, 28),
@@ -69,11 +72,12 @@ PEAK_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.5), ("H
                     ("RTX 4090", 165.2), ("RTX 3090", 71.0), ("V100", 125.0)]
 
 VARIANTS = {  # name -> train overrides on top of the preset (reference is built apart)
-    "plain": {"train.stack_views": False},
     "ours": {},
+    "plain": {"train.stack_views": False, "train.compile": False},
+    "eager": {"train.compile": False},
     "joint": {"train.batchnorm": "joint"},
-    "compile": {"train.compile": True},
-    "graphs": {"train.compile": True, "train.compile_mode": "reduce-overhead"},
+    "compile": {"train.compile": True, "train.compile_mode": "default"},
+    "step": {"train.compile": True, "train.compile_scope": "step"},
 }
 
 
@@ -84,6 +88,8 @@ class Measured:
     ms_per_step: float
     peak_memory_gb: float | None
     steps: int
+    tflops: float | None = None  # model FLOPs per step / seconds per step
+    fraction_of_peak: float | None = None  # of the device's dense bf16 peak
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +215,8 @@ def run_reference(cfg: Config, images: torch.Tensor, size: int, device: torch.de
 
 
 class Ours:
-    """vicreg's training step under a config: resident uint8 data, GPU augmentation, train_step."""
+    """vicreg's training step under a config: resident uint8 data, GPU augmentation, vicreg.step.Step (or, for
+    the plain loop, one forward per view and the optimiser one parameter at a time, uncompiled)."""
 
     def __init__(self, cfg: Config, images: torch.Tensor, size: int, device: torch.device):
         self.cfg, self.device, self.bs = cfg, device, cfg.train.batch_size
@@ -219,10 +226,14 @@ class Ours:
         self.model = build_model(cfg.model, images.shape[1], mean, std).to(device).train()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = build_loss_fn(self.model, cfg, amp, channels_last)
-        # the plain loop updates one parameter at a time; ours uses multi-tensor kernels
-        self.optimizer = (build_optimizer(cfg.optim, self.model, self.bs) if cfg.train.stack_views
-                          else one_at_a_time_optimizer(cfg, self.model))
+        compiled, _ = resolve_compile(cfg.train, device)
+        if cfg.train.stack_views:
+            self.optimizer = build_optimizer(cfg.optim, self.model, self.bs,
+                                             lr_tensor=compiled and cfg.train.compile_scope == "step")
+        else:  # the plain loop updates one parameter at a time; ours uses multi-tensor kernels
+            self.optimizer = one_at_a_time_optimizer(cfg, self.model)
+        set_learning_rate(self.optimizer, peak_lr(cfg.optim, self.bs))
+        self.step_fn = Step(self.model, cfg, self.optimizer, amp, channels_last, device, log=print)
         self.augment = TwoViews(cfg.augment, size).to(device)
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.images = images.to(device)
@@ -237,7 +248,7 @@ class Ours:
         return self.images.index_select(0, idx)
 
     def step(self) -> torch.Tensor:
-        return train_step(self.batch(), self.augment, self.generator, self.loss_fn, self.optimizer)
+        return self.step_fn(self.batch(), self.augment, self.generator)
 
     def flops_per_step(self) -> int:
         """Model FLOPs of one step (forward + backward, both views), counted on the uncompiled model."""
@@ -323,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="resnet18-cifar", help="model, loss, optimiser and augmentation of this preset")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--variants", default="reference,plain,ours",
+    p.add_argument("--variants", default="ours,reference,plain,eager,joint",
                    help=f"comma-separated: reference, {', '.join(VARIANTS)}")
     p.add_argument("--steps", type=int, default=50, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=15, help="untimed steps first (compilation, cuDNN autotuning)")
@@ -359,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[Measured] = []
     extra_figures: dict = {}
+    flops = None  # model FLOPs of one step: the same for every variant (same model, batch and views)
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if variant == "reference":
             m = run_reference(base, images, size, device, args.workers, args.warmup, args.steps)
@@ -370,11 +382,13 @@ def main(argv: list[str] | None = None) -> int:
             seconds, mem = timed(ours.step, args.warmup, args.steps, device)
             m = Measured(variant, 2 * args.batch_size * args.steps / seconds, 1000 * seconds / args.steps, mem,
                          args.steps)
-            if variant == "ours":
+            if flops is None:
                 flops = ours.flops_per_step()
+            if variant == "ours":
                 tflops = flops * args.steps / seconds / 1e12
                 extra_figures = {"gflop_per_step": flops / 1e9, "tflops": tflops, "peak_tflops": peak,
                                  "fraction_of_peak": tflops / peak if peak else None,
+                                 "compile_seconds": ours.step_fn.compile_seconds, "compile_fallback": ours.step_fn.fallback,
                                  "augment_ms": ours.augment_ms(), "host_syncs_per_step": ours.host_syncs()}
                 if args.profile:
                     extra_figures["profile"] = profile(ours, args.profile, args.profile_dir)
@@ -388,13 +402,20 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    for r in results:
+        if flops is not None:
+            r.tflops = flops / (r.ms_per_step / 1000) / 1e12
+            r.fraction_of_peak = r.tflops / peak if peak else None
     print()
-    print(f"{'variant':<10} {'img/s':>10} {'ms/step':>9} {'peak mem':>9} {'x reference':>12}")
+    print(f"{'variant':<10} {'img/s':>10} {'ms/step':>9} {'peak mem':>9} {'x reference':>12} {'TFLOP/s':>8} "
+          f"{'% peak':>7}")
     ref = next((r for r in results if r.variant == "reference"), None)
     for r in results:
         ratio = f"{r.images_per_s / ref.images_per_s:.2f}x" if ref else "-"
         mem = f"{r.peak_memory_gb:.2f} GB" if r.peak_memory_gb is not None else "n/a"
-        print(f"{r.variant:<10} {r.images_per_s:>10,.0f} {r.ms_per_step:>9.1f} {mem:>9} {ratio:>12}")
+        tf = f"{r.tflops:.3g}" if r.tflops is not None else "-"
+        share = f"{100 * r.fraction_of_peak:.1f}" if r.fraction_of_peak is not None else "n/a"
+        print(f"{r.variant:<10} {r.images_per_s:>10,.0f} {r.ms_per_step:>9.1f} {mem:>9} {ratio:>12} {tf:>8} {share:>7}")
     if extra_figures:
         f = extra_figures
         ours_ms = next(r.ms_per_step for r in results if r.variant == "ours")

@@ -22,12 +22,14 @@ def test_throughput_measures_every_variant(tmp_path, capsys):
     throughput = _load("throughput")
     out = tmp_path / "t.json"
     rc = throughput.main(["--preset", "demo", "--batch-size", "16", "--steps", "2", "--warmup", "1", "--workers", "0",
-                          "--images", "64", "--device", "cpu", "--variants", "reference,plain,ours,joint",
+                          "--images", "64", "--device", "cpu", "--variants", "ours,reference,plain,joint",
                           "--json", str(out), "--model.expander", "32,32"])
     assert rc == 0
     figures = json.loads(out.read_text())
-    assert [r["variant"] for r in figures["results"]] == ["reference", "plain", "ours", "joint"]
-    assert all(r["images_per_s"] > 0 and r["steps"] == 2 for r in figures["results"])
+    assert [r["variant"] for r in figures["results"]] == ["ours", "reference", "plain", "joint"]
+    assert all(r["images_per_s"] > 0 and r["steps"] == 2 and r["tflops"] > 0 for r in figures["results"])
+    assert all(r["fraction_of_peak"] is None for r in figures["results"])  # no known peak for a CPU
+    assert figures["compile_seconds"] == 0.0 and figures["compile_fallback"] is None  # auto: eager on the CPU
     assert figures["input"] == [1, 16, 16]  # digits raised to the demo's 16x16
     assert figures["gflop_per_step"] > 0 and figures["tflops"] > 0 and figures["peak_tflops"] is None
     assert "x reference" in capsys.readouterr().out

@@ -9,8 +9,9 @@ from torch import nn
 
 from vicreg.config import LossConfig, ModelConfig
 from vicreg.models import build_model
-from vicreg.step import (PerViewBatchNorm1d, PerViewBatchNorm2d, make_loss_fn, per_view_batch_norm, per_view_batchnorm,
-                         stack_views)
+from vicreg.optim import build_optimizer, set_learning_rate
+from vicreg.step import (PerViewBatchNorm1d, PerViewBatchNorm2d, Step, make_loss_fn, per_view_batch_norm,
+                         per_view_batchnorm, resolve_compile, stack_views)
 
 from numerics import BFLOAT16_EPS, FLOAT64_REL, assert_rel_close, relative_gap
 
@@ -200,3 +201,82 @@ def test_per_view_batch_norm_keeps_the_memory_format_and_copies_no_view():
     ops = {e.key for e in prof.key_averages()}
     assert "aten::cat" not in ops and not any("batch_norm" in op for op in ops), sorted(ops)
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+# --------------------------------------------------------------------------------------------
+# Step: compilation as train.compile asks, timed once, with an eager fallback
+# --------------------------------------------------------------------------------------------
+
+
+def _step_setup(**train):
+    from vicreg.augment import TwoViews
+    from vicreg.config import build_config
+    cfg = build_config("demo", {"model.expander": [32, 32], "train.batch_size": 8, **train})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 1, [0.5], [0.25]).train()
+    lr_tensor = cfg.train.compile is True and cfg.train.compile_scope == "step"
+    optimizer = build_optimizer(cfg.optim, model, 8, lr_tensor=lr_tensor)
+    images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    return cfg, model, optimizer, TwoViews(cfg.augment, 8), images
+
+
+def test_compile_auto_is_on_for_cuda_with_cuda_graphs_and_off_on_the_cpu():
+    from vicreg.config import TrainConfig
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile(TrainConfig(), cpu) == (False, "default")
+    assert resolve_compile(TrainConfig(), cuda) == (True, "reduce-overhead")
+    assert resolve_compile(TrainConfig(compile=True), cpu) == (True, "default")
+    assert resolve_compile(TrainConfig(compile=False, compile_mode="max-autotune"), cuda) == (False, "max-autotune")
+
+
+def test_a_failed_compilation_falls_back_to_eager_with_one_warning(monkeypatch):
+    """The first call raises inside the "compiled" function after a forward that moved the batch-norm
+    buffers: the step says why once, restores the buffers and gives exactly the eager step's numbers."""
+    cfg, model, optimizer, augment, images = _step_setup(**{"train.compile": True})
+    reference = copy.deepcopy(model)
+    ref_opt = build_optimizer(cfg.optim, reference, 8)
+
+    def broken_compile(fn, mode=None):
+        def run(xa, xb):
+            model(torch.cat([xa, xb]))  # a forward that updates running statistics, then the "compiler" fails
+            raise RuntimeError("inductor: no C compiler found\nsecond line")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    lines = []
+    step = Step(model, cfg, optimizer, None, False, torch.device("cpu"), log=lines.append)
+    got = [step(images, augment, torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert step.fallback == "RuntimeError: inductor: no C compiler found" and step.compile_seconds == 0.0
+    assert len(lines) == 1 and "train.compile failed, training eagerly instead (RuntimeError: inductor" in lines[0]
+    cfg_eager = copy.deepcopy(cfg)
+    cfg_eager.train.compile = False
+    eager = Step(reference, cfg_eager, ref_opt, None, False, torch.device("cpu"), log=lines.append)
+    want = [eager(images, augment, torch.Generator().manual_seed(0)) for _ in range(2)]
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    for (n, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
+                    reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_whole_update_matches_the_eager_step():
+    """compile_scope=step: forward, loss, backward and the LARS update compiled, the learning rate a tensor
+    set in place; three steps at three learning rates give the eager step's losses and weight updates."""
+    runs = {}
+    for compiled in (True, False):
+        cfg, model, optimizer, augment, images = _step_setup(**{"train.compile": compiled,
+                                                                "train.compile_scope": "step", "optim.name": "lars"})
+        before = [p.detach().clone() for p in model.parameters()]
+        step, g, terms = Step(model, cfg, optimizer, None, False, torch.device("cpu"), log=lambda m: None), \
+            torch.Generator().manual_seed(0), []
+        for lr in (0.1, 0.2, 0.05):
+            set_learning_rate(optimizer, lr)
+            terms.append(step(images, augment, g))
+        assert step.fallback is None and (step.compile_seconds > 0) == compiled
+        runs[compiled] = (torch.stack(terms), [p.detach() - b for p, b in zip(model.parameters(), before)])
+    # float32, reordered by the compiler: the same 1e-3 relative norm as the other float32 comparisons
+    assert_rel_close(runs[True][0], runs[False][0], 1e-3, "losses")
+    assert_rel_close(torch.cat([d.flatten() for d in runs[True][1]]),
+                     torch.cat([d.flatten() for d in runs[False][1]]), 1e-3, "weight updates")

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -13,7 +14,10 @@ from vicreg.train import load_checkpoint, train
 
 
 def tiny(tmp_path, **extra):
-    over = {"train.epochs": 2, "train.batch_size": 64, "model.expander": [64, 64], "data.image_size": 8,
+    # on the CPU whatever the machine has (the CUDA-only tests below ask for CUDA themselves): the same
+    # numbers and the same (eager, fp32) path on a laptop, in CI and on a GPU machine
+    over = {"train.device": "cpu", "train.epochs": 2, "train.batch_size": 64, "model.expander": [64, 64],
+            "data.image_size": 8,
             "train.knn_every": 1, "train.progress": False, "train.out_dir": str(tmp_path), "train.log_every": 4,
             "train.knn_k": [5, 20]}
     over.update(extra)
@@ -139,7 +143,10 @@ def test_stacked_views_train_like_one_forward_per_view(tmp_path):
         train(cfg, run_dir=tmp_path / f"stack-{stack}", echo=lambda m: None)
         losses[stack] = [float(r["loss"]) for r in rows(tmp_path / f"stack-{stack}/metrics.csv")]
     assert len(losses[True]) == 21
-    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+    # float32 (the maths is equal: float64 check in test_step.py). The first step differs by rounding only
+    # (~1e-7); 21 AdamW steps let that grow but not past 1e-4 relative; metrics.csv keeps 6
+    # significant digits (5e-6 relative). Seen on a 2-core x86 machine: equal to the 6 digits written
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     cfg = tiny(tmp_path, **{"train.epochs": 1, "train.batchnorm": "joint", "train.knn_every": 0})
     joint = train(cfg, run_dir=tmp_path / "joint", echo=lambda m: None)
     assert joint.step == 21
@@ -153,3 +160,29 @@ def test_cuda_run_writes_every_step_although_metrics_are_copied_asynchronously(t
     with pytest.raises(FloatingPointError, match="non-finite"):
         train(tiny(tmp_path, **{"optim.lr": 1e12, "train.epochs": 1, "train.device": "cuda"}),
               run_dir=tmp_path / "nan", echo=lambda m: None)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
+                    reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_run_resumes_bit_identically_and_counts_compilation_apart(tmp_path):
+    """train.compile on the CPU: an interrupted run recompiles on resume and ends with the uninterrupted
+    run's weights; the compilation time is said once per invocation and kept out of train_seconds."""
+    cfg = tiny(tmp_path, **{"train.compile": True, "train.epochs": 1, "train.knn_every": 0,
+                            "model.expander": [32, 32]})
+    lines = []
+    full = train(cfg, run_dir=tmp_path / "full", echo=lines.append)
+    assert sum("compiled the forward and loss (torch.compile mode default)" in line for line in lines) == 1
+    summary = json.loads((tmp_path / "full/summary.json").read_text())
+    assert summary["compile"]["enabled"] and summary["compile"]["seconds"] > 0
+    assert summary["compile"]["fallback"] is None and summary["compile"]["scope"] == "loss"
+
+    def ctrl_c(step):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    train(cfg, run_dir=tmp_path / "part", on_step=ctrl_c, echo=lambda m: None)
+    resumed = train(cfg, run_dir=tmp_path / "part", resume=True, echo=lambda m: None)
+    assert resumed.step == full.step
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key

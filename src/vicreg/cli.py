@@ -27,7 +27,8 @@ import yaml
 
 from .config import ConfigError, PredictorConfig, build_config, config_to_dict, load_yaml, parse_overrides
 
-RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.log_every",
+RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
+                      "train.log_every",
                       "data.num_workers"}
 
 

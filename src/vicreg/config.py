@@ -183,8 +183,11 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     stack_views: bool = True  # both views through the model in one call (see vicreg.step); false: one per view
     batchnorm: Literal["per_view", "joint"] = "per_view"  # with stack_views: BN statistics per view (exact) or joint
-    compile: bool = False  # torch.compile the model's forward and the loss as one graph
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    compile: bool | Literal["auto"] = "auto"  # torch.compile the step (see compile_scope); auto: on CUDA only
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
+    #   auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
+    compile_scope: Literal["loss", "step"] = "loss"  # loss: forward + loss in one graph (measured on GPUs);
+    #   step: forward, loss, backward and the optimiser update in one compiled region (opt-in, see README)
     knn_every: int = 10  # epochs between k-NN evaluations (0: only at the end)
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.1

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from .config import OptimConfig
 
-__all__ = ["LARS", "exclude_bias_and_norm", "param_groups", "build_optimizer", "peak_lr", "learning_rate"]
+__all__ = ["LARS", "exclude_bias_and_norm", "param_groups", "build_optimizer", "set_learning_rate", "peak_lr",
+           "learning_rate"]
 
 
 def exclude_bias_and_norm(p: Tensor) -> bool:
@@ -65,7 +66,7 @@ def _trust_ratio(p_norm: Tensor, g_norm: Tensor, eta: float) -> Tensor:
     return torch.where((p_norm > 0) & (g_norm > 0), eta * p_norm / g_norm, torch.ones_like(p_norm))
 
 
-def _lars_loop(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float,
+def _lars_loop(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float | Tensor,
                weight_decay: float, momentum: float, eta: float) -> None:
     """The LARS update one parameter at a time (the reference; a handful of small kernels per tensor)."""
     for p, g, buf, adapt in zip(params, grads, bufs, adapted):
@@ -73,10 +74,10 @@ def _lars_loop(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], ad
             g = g.add(p, alpha=weight_decay)
             g = g.mul(_trust_ratio(torch.linalg.vector_norm(p), torch.linalg.vector_norm(g), eta))
         buf.mul_(momentum).add_(g)
-        p.add_(buf, alpha=-lr)
+        p.sub_(buf * lr if isinstance(lr, Tensor) else buf, alpha=1 if isinstance(lr, Tensor) else lr)
 
 
-def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float,
+def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float | Tensor,
                   weight_decay: float, momentum: float, eta: float) -> None:
     """The same update with torch._foreach_* ops: a few multi-tensor kernels for all parameters at once,
     and no host synchronisation (the trust ratios stay on the device)."""
@@ -91,7 +92,10 @@ def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor],
             grads[i] = g
     torch._foreach_mul_(bufs, momentum)
     torch._foreach_add_(bufs, grads)
-    torch._foreach_add_(params, bufs, alpha=-lr)
+    if isinstance(lr, Tensor):  # a device tensor (compiled steps): the update reads it, no recompilation
+        torch._foreach_sub_(params, torch._foreach_mul(bufs, lr))
+    else:
+        torch._foreach_add_(params, bufs, alpha=-lr)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -108,21 +112,35 @@ def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
     return cfg.lr * batch_size / 256 if cfg.lr_scaling == "linear" else cfg.lr
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int, lr_tensor: bool = False) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg`` over the trainable parameters. lr_tensor: the learning rate is a 0-d tensor on
+    the parameters' device, set in place with :func:`set_learning_rate` (a compiled step then reads it
+    instead of recompiling for every new value); AdamW and SGD take their fused kernels, which accept it."""
     lr = peak_lr(cfg, batch_size)
+    device = next((p.device for p in model.parameters() if p.requires_grad), torch.device("cpu"))
+    if lr_tensor:
+        lr = torch.tensor(lr, dtype=torch.float32, device=device)
     if cfg.name == "lars":
         # One group: LARS itself skips decay and adaptation for biases and norms (the paper's filters).
         params = [p for p in model.parameters() if p.requires_grad]
         return LARS(params, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, eta=cfg.eta)
     groups = param_groups(model, cfg.weight_decay)
-    # multi-tensor kernels: fused on CUDA where torch has them, foreach otherwise
-    on_cuda = any(p.is_cuda for g in groups for p in g["params"])
+    # multi-tensor kernels: fused on CUDA (and with a tensor learning rate) where torch has them, else foreach
+    kernels = {"fused": True} if device.type == "cuda" or lr_tensor else {"foreach": True}
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, **({"fused": True} if on_cuda else {"foreach": True}))
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, **kernels)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
-                               **({"fused": True} if on_cuda else {"foreach": True}))
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, **kernels)
     raise ValueError(f"optim.name={cfg.name!r} is not valid: expected one of lars, adamw, sgd")
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: in place where it is a tensor (no host sync, no recompilation)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float) -> float:

@@ -10,28 +10,32 @@ through the model in one call, so every convolution and matrix product runs once
 ``train.batchnorm="per_view"`` (the default) every batch-norm layer is a :class:`PerViewBatchNorm2d` /
 :class:`PerViewBatchNorm1d` that normalises each view's half with that half's own statistics and
 updates its running statistics once per view, view a first: the loss, the gradients and the running
-statistics are those of the plain way (tests/test_step.py). ``train.batchnorm="joint"`` normalises the
+statistics are those of the plain way (tests/test_step.py, in float64). The per-view statistics are read
+from a (2, N, C, ...) view of the stacked batch and the normalisation is applied to it as a whole, so no
+view is split off and concatenated back (:func:`per_view_batch_norm`). ``train.batchnorm="joint"`` normalises the
 2N rows together, which changes the maths (each view is normalised with statistics that also depend on
 the other view); benchmarks/throughput.py measures both.
 
 :func:`make_loss_fn` returns ``loss_fn(xa, xb) -> (loss, terms)`` in either form, under bf16 autocast
-when asked, with the loss itself in float32 (:func:`vicreg.loss.vicreg_loss` upcasts). It is the unit
-that ``train.compile`` hands to ``torch.compile``: model forward and loss in one graph.
+when asked, with the loss itself in float32 (:func:`vicreg.loss.vicreg_loss` upcasts). :class:`Step` is
+one optimisation step as the training loop runs it, compiled as ``train.compile`` asks: by default on CUDA
+the forward and loss as one graph under CUDA graphs (``compile_mode=reduce-overhead``), eager on the CPU.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .augment import TwoViews
-from .config import Config, LossConfig
+from .config import Config, LossConfig, TrainConfig
 from .loss import LossTerms, vicreg_loss
 
 __all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batch_norm", "per_view_batchnorm", "stack_views",
-           "make_loss_fn", "LossFn", "build_loss_fn", "train_step"]
+           "make_loss_fn", "LossFn", "build_loss_fn", "resolve_compile", "make_update", "train_step", "Step"]
 
 LossFn = Callable[[Tensor, Tensor], LossTerms]
 
@@ -219,28 +223,100 @@ def make_loss_fn(model: nn.Module, loss: LossConfig, stack: bool = True, amp: to
     return loss_fn
 
 
+def resolve_compile(train: TrainConfig, device: torch.device) -> tuple[bool, str]:
+    """(compile?, torch.compile mode) of ``train.compile``/``compile_mode`` on ``device``: auto compiles on
+    CUDA only, with CUDA graphs (reduce-overhead); on the CPU the default mode."""
+    enabled = device.type == "cuda" if train.compile == "auto" else bool(train.compile)
+    mode = train.compile_mode
+    if mode == "auto":
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return enabled, mode
+
+
 def build_loss_fn(model: nn.Module, cfg: Config, amp: torch.dtype | None, channels_last: bool,
                   gather: Callable[[Tensor], Tensor] | None = None) -> LossFn:
-    """The loss function the training loop uses under ``cfg.train``: stacked views with per-view batch norm
-    (converts ``model`` in place), or one forward per view; compiled when ``train.compile``."""
+    """The (eager) loss function of ``cfg.train``: stacked views with per-view batch norm (converts
+    ``model`` in place), or one forward per view. :class:`Step` compiles it when asked."""
     t = cfg.train
     if t.stack_views and t.batchnorm == "per_view":
         per_view_batchnorm(model, views=2)
-    loss_fn = make_loss_fn(model, cfg.loss, stack=t.stack_views, amp=amp, channels_last=channels_last,
-                           gather=gather)
-    return torch.compile(loss_fn, mode=t.compile_mode) if t.compile else loss_fn
+    return make_loss_fn(model, cfg.loss, stack=t.stack_views, amp=amp, channels_last=channels_last, gather=gather)
+
+
+UpdateFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def make_update(loss_fn: LossFn, optimizer: torch.optim.Optimizer) -> UpdateFn:
+    """``update(xa, xb)``: the loss, backward and the optimiser's update; returns the detached (4,) tensor
+    [loss, invariance, variance, covariance]. Nothing here waits for the device (no ``.item()``)."""
+
+    def update(xa: Tensor, xb: Tensor) -> Tensor:
+        terms = loss_fn(xa, xb)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+        return torch.stack(tuple(terms)).detach()
+
+    return update
 
 
 def train_step(images: Tensor, augment: TwoViews, generator: torch.Generator, loss_fn: LossFn,
                optimizer: torch.optim.Optimizer) -> Tensor:
-    """One optimisation step on a uint8 (N, C, H, W) batch: two augmented views, the loss, backward, update.
+    """One eager optimisation step on a uint8 (N, C, H, W) batch: two augmented views (each sample with its
+    own random parameters, on the device), the loss, backward, update. Returns the (4,) terms."""
+    return make_update(loss_fn, optimizer)(*augment(images, generator))
 
-    Returns the detached (4,) tensor [loss, invariance, variance, covariance] on the device; nothing here
-    waits for the device (no ``.item()``), so the host runs ahead and queues the next step.
+
+class Step:
+    """One optimisation step as ``cfg.train`` asks for it: ``step(images, augment, generator) -> (4,) terms``.
+
+    ``train.compile`` (auto: on CUDA) compiles, per ``train.compile_scope``, the forward and the loss
+    ("loss") or the forward, loss, backward and optimiser update ("step", whose optimiser then reads a
+    tensor learning rate, see :func:`vicreg.optim.build_optimizer`). torch.compile works lazily: the first
+    call compiles; it is timed (``compile_seconds``, said once through ``log``), and if it fails the step
+    runs eagerly from then on, with one warning naming the reason (``fallback``). The batch-norm buffers
+    that a failed attempt may have updated are restored first, so the run continues as an eager run would.
+    The augmentation stays outside the compiled region (Dynamo cannot take its torch.Generator).
     """
-    xa, xb = augment(images, generator)  # each sample with its own random parameters, on the device
-    terms = loss_fn(xa, xb)
-    optimizer.zero_grad(set_to_none=True)
-    terms.loss.backward()
-    optimizer.step()
-    return torch.stack(tuple(terms)).detach()
+
+    def __init__(self, model: nn.Module, cfg: Config, optimizer: torch.optim.Optimizer, amp: torch.dtype | None,
+                 channels_last: bool, device: torch.device, log: Callable[[str], None] = print,
+                 gather: Callable[[Tensor], Tensor] | None = None):
+        self.model, self.device, self.log = model, device, log
+        self.enabled, self.mode = resolve_compile(cfg.train, device)
+        self.scope = cfg.train.compile_scope
+        self.loss_fn = build_loss_fn(model, cfg, amp, channels_last, gather)
+        self.eager = make_update(self.loss_fn, optimizer)
+        self.update = self.eager
+        if self.enabled and self.scope == "loss":
+            self.update = make_update(torch.compile(self.loss_fn, mode=self.mode), optimizer)
+        elif self.enabled:
+            self.update = torch.compile(self.eager, mode=self.mode)
+        self.pending = self.enabled  # the next call compiles
+        self.compile_seconds = 0.0
+        self.fallback: str | None = None
+
+    def __call__(self, images: Tensor, augment: TwoViews, generator: torch.Generator) -> Tensor:
+        xa, xb = augment(images, generator)
+        if not self.pending:
+            return self.update(xa, xb)
+        self.pending = False
+        buffers = [b.clone() for b in self.model.buffers()]
+        start = time.perf_counter()
+        try:
+            terms = self.update(xa, xb)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: say why once, train eagerly
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            self.fallback = reason
+            self.log(f"warning: train.compile failed, training eagerly instead ({reason})")
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
+            self.update = self.eager
+            return self.update(xa, xb)
+        self.compile_seconds = time.perf_counter() - start
+        self.log(f"compiled the {'forward and loss' if self.scope == 'loss' else 'whole update'} "
+                 f"(torch.compile mode {self.mode}) in {self.compile_seconds:.1f} s")
+        return terms

@@ -40,8 +40,8 @@ from .data import Batches, ImageDataset, load_dataset, spread_subset
 from .diagnostics import collapse_diagnostics
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .models import BACKBONES, VICReg, build_model
-from .optim import build_optimizer, learning_rate, peak_lr
-from .step import build_loss_fn, train_step
+from .optim import build_optimizer, learning_rate, peak_lr, set_learning_rate
+from .step import Step, resolve_compile
 
 __all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
 
@@ -395,7 +395,6 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     model = build_model(cfg.model, dataset.channels, mean, std).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss_fn(model, cfg, amp, channels_last)  # both views in one call, BN statistics per view
     if cfg.data.temporal_offset:  # two frames of a clip, up to temporal_offset apart, each augmented
         augment = TemporalViews(cfg.augment, input_size, dataset.channels, cfg.data.temporal_offset).to(device)
     else:  # two augmentations of one image
@@ -405,7 +404,10 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)
-    optimizer = build_optimizer(cfg.optim, model, t.batch_size)
+    compiled, _ = resolve_compile(t, device)
+    optimizer = build_optimizer(cfg.optim, model, t.batch_size, lr_tensor=compiled and t.compile_scope == "step")
+    # both views in one call with per-view batch-norm statistics; compiled as train.compile asks (auto: CUDA)
+    step_fn = Step(model, cfg, optimizer, amp, channels_last, device, log)
     steps_per_epoch = len(train_batches)
     total_steps = t.epochs * steps_per_epoch
     schedule = {"total_steps": total_steps, "warmup_steps": round(cfg.optim.warmup_epochs * steps_per_epoch),
@@ -429,7 +431,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     metrics = _MetricsWriter(run_dir, keep_until_step=step)
     log(f"run {run_dir}: {cfg.model.backbone} ({n_params / 1e6:.2f} M trainable parameters) on {dataset.name}, "
         f"{input_size}x{input_size} input, {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size}, "
-        f"{device.type}{' bf16' if amp else ' fp32'}, data {'on the device' if train_batches.resident else 'streamed'}")
+        f"{device.type}{' bf16' if amp else ' fp32'}, data {'on the device' if train_batches.resident else 'streamed'}, "
+        + (f"compiled ({t.compile_scope}, {step_fn.mode})" if step_fn.enabled else "eager"))
 
     def evaluate() -> dict[int, float]:
         if not labelled:
@@ -482,9 +485,13 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                 for images, _ in train_batches.epoch(epoch, start=first):
                     lr = learning_rate(step, total_steps, schedule["warmup_steps"], schedule["peak_lr"],
                                        schedule["final_lr_ratio"])
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    terms = train_step(images, augment, generator, loss_fn, optimizer)
+                    set_learning_rate(optimizer, lr)
+                    if step_fn.pending:  # this call compiles: its time is counted apart from training
+                        clock.pause()
+                        terms = step_fn(images, augment, generator)
+                        clock.start()
+                    else:
+                        terms = step_fn(images, augment, generator)
                     step += 1
                     metrics.add(step, epoch + 1, lr, terms)
                     if step % t.log_every == 0:
@@ -537,7 +544,11 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                    "images_per_s": round(result.images_per_s, 1), "device": str(device),
                    "knn": {str(k): v for k, v in knn.items()},
                    "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()},
-                   "collapse": collapse.get("final", {})}
+                   "collapse": collapse.get("final", {}),
+                   # compilation of this invocation, counted apart from train_seconds
+                   "compile": {"enabled": step_fn.enabled, "mode": step_fn.mode if step_fn.enabled else None,
+                               "scope": t.compile_scope if step_fn.enabled else None,
+                               "seconds": round(step_fn.compile_seconds, 2), "fallback": step_fn.fallback}}
         with open(run_dir / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
     return result
