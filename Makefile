@@ -1,11 +1,13 @@
 # make demo  : create .venv, install vicreg, run the offline demo (digits, CPU, about a minute)
 # make test  : create .venv, install vicreg with test extras, run the test suite
+# make gpu-check : on a machine with a GPU and torch installed: CUDA tests, throughput, time to accuracy
+#                  -> gpu_check.json (about 5 minutes; uses $(PYTHON) as it is, no venv, no downloads)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+gpu-check:
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PYTHON) benchmarks/gpu_check.py --out gpu_check.json
 
 clean:
 	rm -rf $(VENV) runs

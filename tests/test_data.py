@@ -496,7 +496,7 @@ def test_placement_checks():
         Split(torch.arange(2), torch.zeros(3, 1, 2, 2, dtype=torch.uint8))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_resident_and_auto_fallback():
     dev = torch.device("cuda")
     split = numbered_split()

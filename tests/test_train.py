@@ -152,7 +152,7 @@ def test_stacked_views_train_like_one_forward_per_view(tmp_path):
     assert joint.step == 21
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the asynchronous metrics path")
+@pytest.mark.cuda  # the asynchronous metrics path
 def test_cuda_run_writes_every_step_although_metrics_are_copied_asynchronously(tmp_path):
     cfg = tiny(tmp_path, **{"train.epochs": 1, "train.device": "cuda", "train.log_every": 3})
     train(cfg, run_dir=tmp_path / "gpu", echo=lambda m: None)

@@ -1,0 +1,117 @@
+"""The GPU check: everything a session with a GPU should measure, in about five minutes, into one JSON file.
+
+    make gpu-check                     # = python benchmarks/gpu_check.py --out gpu_check.json
+    python benchmarks/gpu_check.py --quick --device cpu     # the same path on a CPU, tiny (a dry run)
+
+Parts, each a subprocess with its own time limit, so that one failure or overrun leaves the others'
+figures in the file (with its return code and the tail of its output):
+
+1. ``pytest -m cuda``: the CUDA-only tests (per-view batch norm on the GPU, the compiled step under CUDA
+   graphs for the forward and loss and for the whole update, the asynchronous metrics path, data on the GPU).
+2. ``benchmarks/throughput.py``: the default step first, then the eager, whole-update and joint-BN variants,
+   on ResNet-18 at 32x32x3 and 28x28x1, batch 512 (images/s, ms/step, share of the bf16 peak, compile time).
+3. ``benchmarks/time_to_accuracy.py``: the resnet18-fashion preset as it ships, training seconds to
+   k-NN@20 of 88, 89, 90 and 91 % on the Fashion-MNIST test set (``--fashion-dir``: the IDX .gz files).
+
+The JSON holds the device, torch's version, each part's figures and the wall time of each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(name: str, cmd: list[str], timeout: int, report: dict) -> None:
+    """Run one part; record its return code, seconds and output tail in report[name]."""
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = "timeout", ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
+                              else (e.stdout or ""))
+    seconds = round(time.perf_counter() - start, 1)
+    tail = out[-3000:]
+    print(tail, flush=True)
+    report.setdefault(name, {}).update({"rc": rc, "seconds": seconds, "output_tail": tail})
+
+
+def load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--fashion-dir", default=None,
+                   help="folder with Fashion-MNIST's IDX .gz files (default: .data/fashion-mnist, else Debian's)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a dry run of the whole check (e.g. on a CPU)")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: tests, throughput, accuracy")
+    args = p.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    fashion = args.fashion_dir or next((d for d in (ROOT / ".data/fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
+                                        if Path(d).is_dir()), None)
+    import torch
+
+    report: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                    "torch": torch.__version__, "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    py = sys.executable
+    tmp = Path(tempfile.mkdtemp(prefix="vicreg-gpu-check-"))
+    t0 = time.perf_counter()
+
+    if "tests" not in skip:
+        run("cuda_tests", [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"], 180, report)
+
+    if "throughput" not in skip:
+        quick = ["--steps", "2", "--warmup", "1", "--images", "256", "--batch-size", "32",
+                 "--model.expander", "64,64"] if args.quick else ["--steps", "30", "--warmup", "10",
+                                                                 "--images", "20000", "--batch-size", "512"]
+        # each compiled variant compiles once (tens of seconds): the default and the whole update on 32x32,
+        # the default and joint batch norm on 28x28; eager as the before-and-after of compilation
+        for name, preset, variants in (("throughput_32x32x3", "resnet18-cifar", "ours,eager,step"),
+                                       ("throughput_28x28x1", "resnet18-fashion", "ours,joint,eager")):
+            out = tmp / f"{name}.json"
+            run(name, [py, "benchmarks/throughput.py", "--preset", preset, "--device", args.device, "--variants",
+                       variants, "--json", str(out), *quick], 150 if not args.quick else 300, report)
+            report[name]["figures"] = load_json(out)
+
+    if "accuracy" not in skip:
+        if fashion is None:
+            report["time_to_accuracy"] = {"rc": "skipped", "why": "no Fashion-MNIST folder (--fashion-dir)"}
+        else:
+            out = tmp / "tta.json"
+            extra = (["--data.limit_train", "1024", "--data.limit_test", "500", "--train.epochs", "2",
+                      "--train.batch_size", "64", "--model.expander", "64,64"] if args.quick else [])
+            run("time_to_accuracy", [py, "benchmarks/time_to_accuracy.py", "--preset", "resnet18-fashion",
+                                     "--device", args.device, "--targets", "88,89,90,91", "--data.data_dir",
+                                     str(fashion), "--json", str(out), "--train.progress", "false", *extra],
+                200 if not args.quick else 600, report)
+            report["time_to_accuracy"]["figures"] = load_json(out)
+
+    report["total_seconds"] = round(time.perf_counter() - t0, 1)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out} ({report['total_seconds']} s)")
+    failed = [k for k, v in report.items() if isinstance(v, dict) and v.get("rc") not in (0, "skipped", None)]
+    if failed:
+        print(f"parts that failed or ran out of time: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""Suite-wide settings: the CPU unless a test is marked ``cuda``, and torch threads sized to the machine.
+
+- Every test runs on the CPU (``torch.cuda.is_available()`` reads False), so the suite computes the same
+  numbers on a laptop, in CI and on a GPU machine, and a GPU machine does not compile every tiny run
+  (``train.compile=auto`` compiles on CUDA). Tests marked ``@pytest.mark.cuda`` see the GPU and are
+  skipped cleanly where there is none: ``pytest -m cuda`` runs just them (``make gpu-check`` does).
+- torch's intra-op threads: the cores divided among pytest-xdist workers (at most 8 each), so that
+  ``pytest -n 16`` on a 16-core machine does not run 16 x 16 threads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; sees the GPU)")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(8, (os.cpu_count() or 1) // workers)))
+
+
+_HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None and not _HAS_CUDA:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_cuda(request, monkeypatch):
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
