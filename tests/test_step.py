@@ -324,3 +324,20 @@ def test_cuda_compiled_step_under_cuda_graphs_matches_eager(scope):
         assert step.fallback is None and step.enabled == (compiled == "auto")
     # bf16 forward in both; the compiled graph rounds in other places: a few bf16 eps over five steps
     assert_rel_close(losses["auto"], losses[False], 8 * BFLOAT16_EPS, f"compiled ({scope}) vs eager losses")
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_per_view_running_statistics_follow_the_stock_layer_view_by_view(momentum):
+    """Running mean/var after three stacked batches equal the stock layer's after the same six per-view
+    batches (view a, then view b), also for momentum=None (a cumulative average); float64."""
+    stock = nn.BatchNorm2d(3, momentum=momentum).double()
+    layer = nn.Sequential(copy.deepcopy(stock))
+    per_view_batchnorm(layer)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        a, b = (torch.randn(4, 3, 2, 2, generator=g, dtype=torch.float64) * 3 + 1 for _ in range(2))
+        stock(a), stock(b)
+        layer(torch.cat([a, b]))
+    for name in ("running_mean", "running_var"):
+        assert_rel_close(getattr(layer[0], name), getattr(stock, name), FLOAT64_REL, name)
+    assert int(layer[0].num_batches_tracked) == int(stock.num_batches_tracked) == 6

@@ -74,7 +74,7 @@ class _PerViewBatchNorm(torch.autograd.Function):
         if xv.device.type == "cpu":  # two passes of plain sums: on the CPU twice as fast as var_mean (Welford)
             n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
             mean = xv.sum(reduce, keepdim=True) / n  # (V, 1, C, 1, ...)
-            var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased, as batch norm normalises with
+            var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased: what batch norm divides by
         else:  # one pass (Welford) on the GPU, as the stock kernels do
             var, mean = torch.var_mean(xv, dim=reduce, correction=0, keepdim=True)
         invstd = torch.rsqrt(var + eps)
