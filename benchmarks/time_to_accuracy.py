@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="resnet18-fashion")
-    p.add_argument("--targets", default="88,90,91", help="k-NN top-1 targets in %%, comma-separated")
+    p.add_argument("--targets", default="88,89,90,91", help="k-NN top-1 targets in %%, comma-separated")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--knn-every", type=int, default=1, help="epochs between evaluations")
     p.add_argument("--device", default="auto")

@@ -60,6 +60,8 @@ def test_yaml_round_trip(tmp_path):
         ({"augment.view_a.flip_p": 2}, "augment.view_a.flip_p=2.0 is not valid: a probability must be in [0, 1]"),
         ({"augment.recipe": "fancy"}, "augment.recipe='fancy' is not valid: expected one of paper"),
         ({"data.dataset": "imagenet"}, "data.dataset='imagenet' is not valid: expected one of 'digits'"),
+        ({"train.compile": "yes"}, "train.compile='yes' is not valid: expected true or false or one of 'auto'"),
+        ({"train.compile_scope": "all"}, "train.compile_scope='all' is not valid: expected one of 'loss', 'step'"),
     ],
 )
 def test_bad_values_give_one_line_errors(overrides, message):
@@ -67,6 +69,13 @@ def test_bad_values_give_one_line_errors(overrides, message):
         build_config("demo", overrides)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_compile_is_auto_unless_set_and_takes_booleans_from_flags_and_yaml():
+    assert build_config("demo").train.compile == "auto" and build_config("demo").train.compile_mode == "auto"
+    assert build_config("demo", parse_overrides(["--train.compile"])).train.compile is True
+    assert build_config("demo", parse_overrides(["--train.compile", "false"])).train.compile is False
+    assert build_config("demo", {"train.compile": "auto", "train.compile_scope": "step"}).train.compile_scope == "step"
 
 
 def test_unknown_preset():

@@ -45,7 +45,7 @@ def per_view_batch_norm(x: Tensor, views: int, weight: Tensor | None, bias: Tens
     """Training-mode batch norm of ``views`` stacked views, each with its own statistics, without a copy.
 
     x: (V*N, C, *S) in any memory format -> y of the same shape and format, and each view's batch mean and
-    biased variance as (V*C,) float32 vectors (view v at [v*C:(v+1)*C]) for the running statistics.
+    biased variance as (V*C,) vectors (view v at [v*C:(v+1)*C]; float32 for bf16 x) for the running statistics.
     The statistics come from the (V, N, C, *S) view of ``x``; the affine map y = x * scale + shift (scale
     and shift per view and channel) is applied to ``x`` as a whole, so no view is split off and
     concatenated back (no ``aten::cat``). In float32 when ``x`` is bf16/fp16, as cuDNN does.
