@@ -45,6 +45,7 @@ GRID: dict[str, dict] = {
     "eta 0.005": {"optim.eta": 0.005},
     "eta 0.02": {"optim.eta": 0.02},
     "eta 0.05": {"optim.eta": 0.05},
+    "eta 0.1": {"optim.eta": 0.1},
     "eta 0.02, lr 0.6": {"optim.eta": 0.02, "optim.lr": 0.6},
     "eta 0.02, crop 0.2": {"optim.eta": 0.02, **_crop(0.2)},
 }

@@ -62,3 +62,17 @@ def test_time_to_accuracy_reports_the_first_epoch_at_each_target(tmp_path, capsy
     assert first["epoch"] == 1 and first["seconds"] > 0
     assert figures["targets"]["99.99"] is None
     assert "not reached" in capsys.readouterr().out
+
+
+def test_recipe_search_trains_each_variant_and_tabulates_them(tmp_path, capsys):
+    search = _load("recipe_search")
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    rc = search.main(["--preset", "demo", "--set", "optim.lr=0.001,0.004", "--device", "cpu", "--out", str(tmp_path),
+                      "--json", str(out), "--markdown", str(md), "--train.epochs", "2", "--train.batch_size", "64",
+                      "--data.image_size", "8", "--model.expander", "32,32"])
+    assert rc == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["optim.lr=0.001", "optim.lr=0.004"]
+    assert all(len(r["curve"]) == 2 and r["best"] >= r["final"] and r["raw_pixels"] > 90 for r in rows)
+    assert "| optim.lr=0.004 |" in md.read_text() and "raw pixels" in capsys.readouterr().out
+    assert list(search.GRID)[0] == "eta 0.001 (before)"  # the grid starts from the recipe before the search
