@@ -7,7 +7,10 @@ import torch
 from torch import nn
 
 from vicreg.config import OptimConfig
-from vicreg.optim import LARS, build_optimizer, exclude_bias_and_norm, learning_rate, param_groups, peak_lr
+from vicreg.optim import (LARS, build_optimizer, exclude_bias_and_norm, learning_rate, param_groups, peak_lr,
+                          set_learning_rate)
+
+from numerics import FLOAT64_REL, assert_rel_close
 
 
 @pytest.mark.parametrize("foreach", [True, False])
@@ -39,23 +42,24 @@ def test_lars_zero_weight_uses_trust_one(foreach):
 
 def test_lars_foreach_equals_the_loop_over_parameters():
     """The multi-tensor update gives the per-parameter loop's weights and momenta, step after step."""
+    # float64: the multi-tensor norms may sum in another order than the loop's; equal to ~1e-15 in float64
     torch.manual_seed(0)
-    nets = [nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3)) for _ in range(2)]
+    nets = [nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3)).double() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     with torch.no_grad():
         nets[0][0].weight.zero_(), nets[1][0].weight.zero_()  # a zero weight: trust ratio 1 in both
     opts = [LARS(n.parameters(), lr=0.2, weight_decay=1e-2, momentum=0.9, eta=0.02, foreach=f)
             for n, f in zip(nets, (True, False))]
     for _ in range(5):
-        x = torch.randn(16, 5)
+        x = torch.randn(16, 5, dtype=torch.float64)
         for net, opt in zip(nets, opts):
             opt.zero_grad()
             net(x).pow(2).mean().backward()
             opt.step()
     for pa, pb in zip(nets[0].parameters(), nets[1].parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(opts[0].state[pa]["momentum_buffer"], opts[1].state[pb]["momentum_buffer"],
-                                   rtol=1e-6, atol=1e-7)
+        assert_rel_close(pa, pb, FLOAT64_REL, "weights")
+        assert_rel_close(opts[0].state[pa]["momentum_buffer"], opts[1].state[pb]["momentum_buffer"], FLOAT64_REL,
+                         "momentum")
     assert nets[0][0].weight.abs().sum() > 0  # the zero weight moved
 
 
@@ -82,3 +86,24 @@ def test_schedule():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert learning_rate(100, 100, 10, 1.0, 0.01) == pytest.approx(0.01)
     assert learning_rate(0, 10, 0, 1.0, 0.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_lars_with_a_tensor_learning_rate_equals_a_float_one(foreach):
+    """A compiled update reads the learning rate from a device tensor set in place (set_learning_rate):
+    the same weights as a float learning rate, step after step at changing rates (float64)."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3)).double() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [LARS(nets[0].parameters(), lr=torch.tensor(0.0, dtype=torch.float64), eta=0.02, foreach=foreach),
+            LARS(nets[1].parameters(), lr=0.0, eta=0.02, foreach=foreach)]
+    for lr in (0.3, 0.1, 0.05):
+        x = torch.randn(16, 5, dtype=torch.float64)
+        for net, opt in zip(nets, opts):
+            set_learning_rate(opt, lr)
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    assert isinstance(opts[0].param_groups[0]["lr"], torch.Tensor) and opts[0].param_groups[0]["lr"].item() == 0.05
+    for pa, pb in zip(nets[0].parameters(), nets[1].parameters()):
+        assert_rel_close(pa, pb, FLOAT64_REL, "weights")
