@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: tests, throughput, accuracy")
     args = p.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    fashion = args.fashion_dir or next((d for d in (ROOT / ".data/fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
-                                        if Path(d).is_dir()), None)
+    candidates = (ROOT / ".data/fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
+    fashion = args.fashion_dir or next((d for d in candidates if d.is_dir()), None)
     import torch
 
     report: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

@@ -101,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads((run_dir / "summary.json").read_text())
         row = {"variant": label, "overrides": overrides, "final": curve[-1]["accuracy"], "best": best["accuracy"],
                "best_epoch": best["epoch"], "train_seconds": result.seconds, "images_per_s": result.images_per_s,
-               "raw_pixels": summary["knn_raw_pixels"].get(str(args.k)), "curve": curve}
+               "raw_pixels": summary["knn_raw_pixels"].get(str(args.k)), "device": summary["device"], "curve": curve}
         rows.append(row)
         print(f"    k-NN@{args.k} final {row['final']:.2f} %, best {row['best']:.2f} % (epoch {best['epoch']:g}), "
               f"raw pixels {row['raw_pixels']:.2f} %, {row['train_seconds']:.0f} s", flush=True)
 
     cfg = build_config(args.preset, common)
     head = (f"{args.preset} ({cfg.model.backbone} on {cfg.data.dataset}), {cfg.train.epochs} epochs of batch "
-            f"{cfg.train.batch_size}, device {rows[0] and summary['device']}; k-NN@{args.k} on the test split")
+            f"{cfg.train.batch_size}, device {rows[0]['device']}; k-NN@{args.k} on the test split")
     table = [f"| variant | final k-NN@{args.k} | best (epoch) | train s | img/s |", "|---|---|---|---|---|"]
     for r in rows:
         table.append(f"| {r['variant']} | {r['final']:.2f} | {r['best']:.2f} ({r['best_epoch']:g}) | "

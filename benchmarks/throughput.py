@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 tflops = flops * args.steps / seconds / 1e12
                 extra_figures = {"gflop_per_step": flops / 1e9, "tflops": tflops, "peak_tflops": peak,
                                  "fraction_of_peak": tflops / peak if peak else None,
-                                 "compile_seconds": ours.step_fn.compile_seconds, "compile_fallback": ours.step_fn.fallback,
+                                 "compile_seconds": ours.step_fn.compile_seconds,
+                                 "compile_fallback": ours.step_fn.fallback,
                                  "augment_ms": ours.augment_ms(), "host_syncs_per_step": ours.host_syncs()}
                 if args.profile:
                     extra_figures["profile"] = profile(ours, args.profile, args.profile_dir)

@@ -77,8 +77,8 @@ def _lars_loop(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], ad
         p.sub_(buf * lr if isinstance(lr, Tensor) else buf, alpha=1 if isinstance(lr, Tensor) else lr)
 
 
-def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool], lr: float | Tensor,
-                  weight_decay: float, momentum: float, eta: float) -> None:
+def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], adapted: list[bool],
+                  lr: float | Tensor, weight_decay: float, momentum: float, eta: float) -> None:
     """The same update with torch._foreach_* ops: a few multi-tensor kernels for all parameters at once,
     and no host synchronisation (the trust ratios stay on the device)."""
     idx = [i for i, a in enumerate(adapted) if a]
@@ -112,7 +112,8 @@ def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
     return cfg.lr * batch_size / 256 if cfg.lr_scaling == "linear" else cfg.lr
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int, lr_tensor: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int,
+                    lr_tensor: bool = False) -> torch.optim.Optimizer:
     """The optimiser of ``cfg`` over the trainable parameters. lr_tensor: the learning rate is a 0-d tensor on
     the parameters' device, set in place with :func:`set_learning_rate` (a compiled step then reads it
     instead of recompiling for every new value); AdamW and SGD take their fused kernels, which accept it."""

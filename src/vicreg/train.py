@@ -431,7 +431,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     metrics = _MetricsWriter(run_dir, keep_until_step=step)
     log(f"run {run_dir}: {cfg.model.backbone} ({n_params / 1e6:.2f} M trainable parameters) on {dataset.name}, "
         f"{input_size}x{input_size} input, {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size}, "
-        f"{device.type}{' bf16' if amp else ' fp32'}, data {'on the device' if train_batches.resident else 'streamed'}, "
+        f"{device.type}{' bf16' if amp else ' fp32'}, "
+        f"data {'on the device' if train_batches.resident else 'streamed'}, "
         + (f"compiled ({t.compile_scope}, {step_fn.mode})" if step_fn.enabled else "eager"))
 
     def evaluate() -> dict[int, float]:
