@@ -1,6 +1,7 @@
 """Suite-wide settings: the CPU unless a test is marked ``cuda``, and torch threads sized to the machine.
 
-- Every test runs on the CPU (``torch.cuda.is_available()`` reads False), so the suite computes the same
+- Every test runs on the CPU (``torch.cuda.is_available()`` reads False for the whole session, fixtures of
+  any scope included), so the suite computes the same
   numbers on a laptop, in CI and on a GPU machine, and a GPU machine does not compile every tiny run
   (``train.compile=auto`` compiles on CUDA). Tests marked ``@pytest.mark.cuda`` see the GPU and are
   skipped cleanly where there is none: ``pytest -m cuda`` runs just them (``make gpu-check`` does).
@@ -25,7 +26,17 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, torch.get_num_threads() // workers))
 
 
-_HAS_CUDA = torch.cuda.is_available()
+_REAL_IS_AVAILABLE = torch.cuda.is_available
+_HAS_CUDA = _REAL_IS_AVAILABLE()
+
+
+def pytest_sessionstart(session):
+    # for the whole session, module- and session-scoped fixtures included; marked tests get it back below
+    torch.cuda.is_available = lambda: False
+
+
+def pytest_sessionfinish(session, exitstatus):
+    torch.cuda.is_available = _REAL_IS_AVAILABLE
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,6 +47,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _cpu_unless_marked_cuda(request, monkeypatch):
-    if request.node.get_closest_marker("cuda") is None:
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+def _cuda_only_for_marked_tests(request, monkeypatch):
+    if request.node.get_closest_marker("cuda") is not None:
+        monkeypatch.setattr(torch.cuda, "is_available", _REAL_IS_AVAILABLE)

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from vicreg.config import OptimConfig
-from vicreg.optim import (LARS, build_optimizer, exclude_bias_and_norm, learning_rate, param_groups, peak_lr,
-                          set_learning_rate)
+from vicreg.optim import (LARS, build_optimizer, exclude_bias_and_norm, learning_rate, load_optimizer_state,
+                          param_groups, peak_lr, set_learning_rate)
 
 from numerics import FLOAT64_REL, assert_rel_close
 
@@ -107,3 +107,19 @@ def test_lars_with_a_tensor_learning_rate_equals_a_float_one(foreach):
     assert isinstance(opts[0].param_groups[0]["lr"], torch.Tensor) and opts[0].param_groups[0]["lr"].item() == 0.05
     for pa, pb in zip(nets[0].parameters(), nets[1].parameters()):
         assert_rel_close(pa, pb, FLOAT64_REL, "weights")
+
+
+def test_loading_a_state_keeps_the_learning_rate_kind_the_optimiser_was_built_with():
+    """A run saved with a float learning rate and resumed with train.compile_scope=step (a tensor), or the
+    other way round, keeps the kind its new optimiser needs, with the saved value."""
+    net = nn.Linear(3, 2)
+    as_float = build_optimizer(OptimConfig(lr=0.5, lr_scaling="none"), net, 256)
+    as_tensor = build_optimizer(OptimConfig(lr=0.5, lr_scaling="none"), net, 256, lr_tensor=True)
+    set_learning_rate(as_float, 0.125)
+    set_learning_rate(as_tensor, 0.25)
+    tensor_lr = as_tensor.param_groups[0]["lr"]
+    load_optimizer_state(as_tensor, as_float.state_dict())
+    assert as_tensor.param_groups[0]["lr"] is tensor_lr and tensor_lr.item() == 0.125
+    load_optimizer_state(as_float, build_optimizer(OptimConfig(lr=0.5, lr_scaling="none"), net, 256,
+                                                   lr_tensor=True).state_dict())
+    assert as_float.param_groups[0]["lr"] == 0.5 and isinstance(as_float.param_groups[0]["lr"], float)

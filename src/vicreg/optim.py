@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from .config import OptimConfig
 
-__all__ = ["LARS", "exclude_bias_and_norm", "param_groups", "build_optimizer", "set_learning_rate", "peak_lr",
-           "learning_rate"]
+__all__ = ["LARS", "exclude_bias_and_norm", "param_groups", "build_optimizer", "load_optimizer_state",
+           "set_learning_rate", "peak_lr", "learning_rate"]
 
 
 def exclude_bias_and_norm(p: Tensor) -> bool:
@@ -133,6 +133,20 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, batch_size: int,
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, **kernels)
     raise ValueError(f"optim.name={cfg.name!r} is not valid: expected one of lars, adamw, sgd")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)`` keeping each group's learning rate a tensor or a float as the
+    optimiser was built (a run resumed with another train.compile_scope than it was saved with)."""
+    kinds = [group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, before in zip(optimizer.param_groups, kinds):
+        value = float(group["lr"])
+        if isinstance(before, Tensor):
+            group["lr"] = before
+            before.fill_(value)
+        else:
+            group["lr"] = value
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

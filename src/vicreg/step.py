@@ -53,8 +53,10 @@ def per_view_batch_norm(x: Tensor, views: int, weight: Tensor | None, bias: Tens
     return _PerViewBatchNorm.apply(x, weight, bias, views, eps)
 
 
-def _float(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+def _rows(coef: Tensor, n: int) -> Tensor:
+    """(V, 1, C, 1, ...) per view and channel -> (V*n, C, 1, ...) per row of the stacked batch (a small copy),
+    so that the elementwise maps run on the stacked batch itself and give a new tensor in its layout."""
+    return coef.expand(coef.shape[0], n, *coef.shape[2:]).flatten(0, 1)
 
 
 class _PerViewBatchNorm(torch.autograd.Function):
@@ -63,45 +65,48 @@ class _PerViewBatchNorm(torch.autograd.Function):
 
         dbias = sum(dy)    dweight = sum(dy * xhat)    dx = k * (dy - sum(dy) / n - xhat * sum(dy * xhat) / n)
 
-    i.e. dx = k * dy + b * x + c with per-(v, c) coefficients: two reductions and two passes over x, like
-    the stock kernel (autograd through var_mean would take about twice as many; tests check it against
-    finite differences in float64)."""
+    i.e. dx = k * dy + b * x + c with per-(v, c) coefficients: a few reductions and two elementwise maps,
+    close to the stock kernel (autograd through the forward would take about twice as many). Every
+    reduction accumulates in float32 (float64 for float64 input); tests check the gradients against
+    finite differences in float64. No ``out=`` and no views returned: torch.compile traces it in one graph
+    in any memory format."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, views: int, eps: float):
-        xv = _float(x.unflatten(0, (views, -1)))  # (V, N, C, *S): a view, no copy (float32 if x is bf16)
+        xv = x.unflatten(0, (views, -1))  # (V, N, C, *S): a view, no copy
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32  # accumulation dtype
         reduce = (1, *range(3, xv.dim()))  # the samples of a view and the spatial positions
+        n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
         if xv.device.type == "cpu":  # two passes of plain sums: on the CPU twice as fast as var_mean (Welford)
-            n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
-            mean = xv.sum(reduce, keepdim=True) / n  # (V, 1, C, 1, ...)
+            mean = xv.sum(reduce, keepdim=True, dtype=acc) / n  # (V, 1, C, 1, ...)
             var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased: what batch norm divides by
-        else:  # one pass (Welford) on the GPU, as the stock kernels do
-            var, mean = torch.var_mean(xv, dim=reduce, correction=0, keepdim=True)
+        else:  # one pass (Welford) on the GPU, as the stock kernels do (on a float32 copy of bf16 input)
+            var, mean = torch.var_mean(xv.to(acc), dim=reduce, correction=0, keepdim=True)
         invstd = torch.rsqrt(var + eps)
         shape = (1, 1, -1) + (1,) * (xv.dim() - 3)  # a (C,) parameter broadcast over (V, N, C, *S)
         scale = invstd if weight is None else invstd * weight.view(shape)
         shift = -mean * scale if bias is None else torch.addcmul(bias.view(shape), mean, scale, value=-1)
-        y = torch.empty_like(x)  # written through its (V, N, C, *S) view: y is x's shape, format and dtype
-        torch.addcmul(shift, xv, scale, out=y.unflatten(0, (views, -1)))
+        y = torch.addcmul(_rows(shift, xv.shape[1]), x, _rows(scale, xv.shape[1])).to(x.dtype)  # x's layout
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.views, ctx.reduce, ctx.shape, ctx.has_bias = views, reduce, shape, bias is not None
+        mean, var = mean.flatten(), var.flatten()
         ctx.mark_non_differentiable(mean, var)
-        return y, mean.flatten(), var.flatten()
+        return y, mean, var
 
     @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
         x, weight, mean, invstd = ctx.saved_tensors
-        xv, dyv = _float(x.unflatten(0, (ctx.views, -1))), _float(dy.unflatten(0, (ctx.views, -1)))
+        xv, dyv = x.unflatten(0, (ctx.views, -1)), dy.unflatten(0, (ctx.views, -1))
+        rows = xv.shape[1]
         n = xv.numel() // mean.numel()
-        sum_dy = dyv.sum(ctx.reduce, keepdim=True)
-        sum_dy_xhat = ((dyv * xv).sum(ctx.reduce, keepdim=True) - mean * sum_dy) * invstd
+        sum_dy = dyv.sum(ctx.reduce, keepdim=True, dtype=mean.dtype)
+        sum_dy_xhat = (xv - mean).mul_(dyv).sum(ctx.reduce, keepdim=True) * invstd  # centred: exact for large means
         k = invstd if weight is None else invstd * weight.view(ctx.shape)
         b = -k * invstd * sum_dy_xhat / n
         c = -k * sum_dy / n - b * mean
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = torch.empty_like(x)
-            torch.addcmul(torch.addcmul(c, xv, b), dyv, k, out=dx.unflatten(0, (ctx.views, -1)))
+            dx = torch.addcmul(torch.addcmul(_rows(c, rows), x, _rows(b, rows)), dy, _rows(k, rows)).to(x.dtype)
         if weight is not None and ctx.needs_input_grad[1]:
             dw = sum_dy_xhat.sum(0).flatten()
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -276,7 +281,8 @@ class Step:
     call compiles; it is timed (``compile_seconds``, said once through ``log``), and if it fails the step
     runs eagerly from then on, with one warning naming the reason (``fallback``). The batch-norm buffers
     that a failed attempt may have updated are restored first, so the run continues as an eager run would.
-    The augmentation stays outside the compiled region (Dynamo cannot take its torch.Generator).
+    The augmentation stays outside the compiled region (Dynamo cannot take its torch.Generator). Only
+    the first call is guarded: a later recompilation (new shapes) that fails raises as usual.
     """
 
     def __init__(self, model: nn.Module, cfg: Config, optimizer: torch.optim.Optimizer, amp: torch.dtype | None,
@@ -291,7 +297,10 @@ class Step:
         if self.enabled and self.scope == "loss":
             self.update = make_update(torch.compile(self.loss_fn, mode=self.mode), optimizer)
         elif self.enabled:
-            self.update = torch.compile(self.eager, mode=self.mode)
+            compiled = torch.compile(self.eager, mode=self.mode)
+            # the (4,) terms come out of the compiled region: under CUDA graphs the next replay reuses
+            # their memory, and the training loop keeps them until its next flush, so hand out a copy
+            self.update = lambda xa, xb: compiled(xa, xb).clone()
         self.pending = self.enabled  # the next call compiles
         self.compile_seconds = 0.0
         self.fallback: str | None = None

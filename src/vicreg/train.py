@@ -40,7 +40,7 @@ from .data import Batches, ImageDataset, load_dataset, spread_subset
 from .diagnostics import collapse_diagnostics
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .models import BACKBONES, VICReg, build_model
-from .optim import build_optimizer, learning_rate, peak_lr, set_learning_rate
+from .optim import build_optimizer, learning_rate, load_optimizer_state, peak_lr, set_learning_rate
 from .step import Step, resolve_compile
 
 __all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
@@ -419,7 +419,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     if resume:
         ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
         step = int(ckpt["step"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         generator.set_state(ckpt["rng"]["augment"].cpu())
