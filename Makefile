@@ -1,7 +1,7 @@
 # make demo  : create .venv, install vicreg, run the offline demo (digits, CPU, about a minute)
 # make test  : create .venv, install vicreg with test extras, run the test suite
 # make gpu-check : on a machine with a GPU and torch installed: CUDA tests, throughput, time to accuracy
-#                  -> gpu_check.json (about 5 minutes; uses $(PYTHON) as it is, no venv, no downloads)
+#                  -> gpu_check.json (5-10 minutes; uses $(PYTHON) as it is, no venv, no downloads)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

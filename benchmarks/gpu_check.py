@@ -1,10 +1,10 @@
-"""The GPU check: everything a session with a GPU should measure, in about five minutes, into one JSON file.
+"""The GPU check: what a session with a GPU should measure, in five to ten minutes, into one JSON file.
 
     make gpu-check                     # = python benchmarks/gpu_check.py --out gpu_check.json
     python benchmarks/gpu_check.py --quick --device cpu     # the same path on a CPU, tiny (a dry run)
 
-Parts, each a subprocess with its own time limit, so that one failure or overrun leaves the others'
-figures in the file (with its return code and the tail of its output):
+Parts, each a subprocess with its own time limit (150, 180, 180 and 240 s), so that one failure or
+overrun leaves the others' figures in the file (with its return code and the tail of its output):
 
 1. ``pytest -m cuda``: the CUDA-only tests (per-view batch norm on the GPU, the compiled step under CUDA
    graphs for the forward and loss and for the whole update, the asynchronous metrics path, data on the GPU).
@@ -37,9 +37,9 @@ def run(name: str, cmd: list[str], timeout: int, report: dict) -> None:
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         rc, out = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, out = "timeout", ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
-                              else (e.stdout or ""))
+    except subprocess.TimeoutExpired as e:  # keep what it printed before the limit, both streams
+        text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+        rc, out = "timeout", text(e.stdout) + text(e.stderr)
     seconds = round(time.perf_counter() - start, 1)
     tail = out[-3000:]
     print(tail, flush=True)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     if "tests" not in skip:
-        run("cuda_tests", [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"], 180, report)
+        run("cuda_tests", [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"], 150, report)
 
     if "throughput" not in skip:
         quick = ["--steps", "2", "--warmup", "1", "--images", "256", "--batch-size", "32",
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                        ("throughput_28x28x1", "resnet18-fashion", "ours,joint,eager")):
             out = tmp / f"{name}.json"
             run(name, [py, "benchmarks/throughput.py", "--preset", preset, "--device", args.device, "--variants",
-                       variants, "--json", str(out), *quick], 150 if not args.quick else 300, report)
+                       variants, "--json", str(out), *quick], 180 if not args.quick else 300, report)
             report[name]["figures"] = load_json(out)
 
     if "accuracy" not in skip:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             run("time_to_accuracy", [py, "benchmarks/time_to_accuracy.py", "--preset", "resnet18-fashion",
                                      "--device", args.device, "--targets", "88,89,90,91", "--data.data_dir",
                                      str(fashion), "--json", str(out), "--train.progress", "false", *extra],
-                200 if not args.quick else 600, report)
+                240 if not args.quick else 600, report)
             report["time_to_accuracy"]["figures"] = load_json(out)
 
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
