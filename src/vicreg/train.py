@@ -10,7 +10,8 @@ A run directory holds::
                        the fraction of dimensions below the hinge target, of the embedding and the projection
     tb/                TensorBoard event files (the same scalars)
     checkpoint.pt      model, optimiser, scheduler, step and RNG states (written atomically)
-    summary.json       final k-NN accuracies (learned and raw pixels), time, images/s
+    summary.json       final k-NN accuracies (learned and raw pixels), time, images/s, compilation (seconds,
+                       mode, scope, the reason of a fallback to eager; its time is not in train_seconds)
     log.txt            what was printed
 
 ``train(cfg, resume=True)`` continues a stopped run from ``checkpoint.pt`` and reaches the same weights as
