@@ -58,8 +58,8 @@ from vicreg.augment import TwoViews  # noqa: E402
 from vicreg.config import Config, ViewAugment, build_config  # noqa: E402
 from vicreg.data import load_dataset  # noqa: E402
 from vicreg.models import build_model  # noqa: E402
-from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr, set_learning_rate  # noqa: E402
-from vicreg.step import Step, make_loss_fn, resolve_compile  # noqa: E402
+from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr  # noqa: E402
+from vicreg.step import Step, compiles_update, make_loss_fn  # noqa: E402
 from vicreg.train import autocast_dtype, channel_stats, input_size_for, resolve_device, synchronize  # noqa: E402
 
 SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "stl10": (3, 96), "fashion-mnist": (1, 28), "mnist": (1, 28),
@@ -226,13 +226,11 @@ class Ours:
         self.model = build_model(cfg.model, images.shape[1], mean, std).to(device).train()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        compiled, _ = resolve_compile(cfg.train, device)
-        if cfg.train.stack_views:
+        if cfg.train.stack_views:  # at the peak learning rate, as build_optimizer leaves it
             self.optimizer = build_optimizer(cfg.optim, self.model, self.bs,
-                                             lr_tensor=compiled and cfg.train.compile_scope == "step")
+                                             lr_tensor=compiles_update(cfg.train, device))
         else:  # the plain loop updates one parameter at a time; ours uses multi-tensor kernels
             self.optimizer = one_at_a_time_optimizer(cfg, self.model)
-        set_learning_rate(self.optimizer, peak_lr(cfg.optim, self.bs))
         self.step_fn = Step(self.model, cfg, self.optimizer, amp, channels_last, device, log=print)
         self.augment = TwoViews(cfg.augment, size).to(device)
         self.generator = torch.Generator(device=device).manual_seed(0)

@@ -10,8 +10,8 @@ from torch import nn
 from vicreg.config import LossConfig, ModelConfig
 from vicreg.models import build_model
 from vicreg.optim import build_optimizer, set_learning_rate
-from vicreg.step import (PerViewBatchNorm1d, PerViewBatchNorm2d, Step, make_loss_fn, per_view_batch_norm,
-                         per_view_batchnorm, resolve_compile, stack_views)
+from vicreg.step import (PerViewBatchNorm1d, PerViewBatchNorm2d, Step, compiles_update, make_loss_fn,
+                         per_view_batch_norm, per_view_batchnorm, resolve_compile, stack_views)
 
 from numerics import BFLOAT16_EPS, FLOAT64_REL, assert_rel_close, relative_gap
 
@@ -217,8 +217,7 @@ def _step_setup(**train):
     cfg = build_config("demo", {"model.expander": [32, 32], "train.batch_size": 8, **train})
     torch.manual_seed(0)
     model = build_model(cfg.model, 1, [0.5], [0.25]).train()
-    lr_tensor = cfg.train.compile is True and cfg.train.compile_scope == "step"
-    optimizer = build_optimizer(cfg.optim, model, 8, lr_tensor=lr_tensor)
+    optimizer = build_optimizer(cfg.optim, model, 8, lr_tensor=compiles_update(cfg.train, torch.device("cpu")))
     images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     return cfg, model, optimizer, TwoViews(cfg.augment, 8), images
 
@@ -318,8 +317,7 @@ def test_cuda_compiled_step_under_cuda_graphs_matches_eager(scope):
                                     "train.compile_scope": scope})
         torch.manual_seed(0)
         model = build_model(cfg.model, 1, [0.5], [0.25]).cuda().train()
-        lr_tensor = compiled == "auto" and scope == "step"
-        optimizer = build_optimizer(cfg.optim, model, 32, lr_tensor=lr_tensor)
+        optimizer = build_optimizer(cfg.optim, model, 32, lr_tensor=compiles_update(cfg.train, torch.device("cuda")))
         step = Step(model, cfg, optimizer, torch.bfloat16, True, torch.device("cuda"), log=print)
         augment, g = TwoViews(cfg.augment, 16).cuda(), torch.Generator(device="cuda").manual_seed(0)
         images = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8, device="cuda")

@@ -35,7 +35,7 @@ from .config import Config, LossConfig, TrainConfig
 from .loss import LossTerms, vicreg_loss
 
 __all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batch_norm", "per_view_batchnorm", "stack_views",
-           "make_loss_fn", "LossFn", "build_loss_fn", "resolve_compile", "make_update", "train_step", "Step"]
+           "make_loss_fn", "LossFn", "build_loss_fn", "resolve_compile", "compiles_update", "make_update", "Step"]
 
 LossFn = Callable[[Tensor, Tensor], LossTerms]
 
@@ -137,11 +137,11 @@ class _PerView:
         """As the stock layer does once per view, view a first: running <- (1 - m) running + m batch, with
         the unbiased variance; after V views, running * (1 - m)^V + sum_v m (1 - m)^(V-1-v) batch_v.
         ``momentum=None`` (a cumulative average) counts each view as one batch."""
+        seen = int(self.num_batches_tracked) if self.momentum is None else 0  # a host sync, only in this mode
         self.num_batches_tracked.add_(self.views)
         unbiased = var * (n / max(n - 1, 1))
         for running, batch in ((self.running_mean, mean), (self.running_var, unbiased)):
-            if self.momentum is None:  # reads the count: a host sync, only in this rarely used mode
-                seen = int(self.num_batches_tracked) - self.views
+            if self.momentum is None:
                 for v in range(self.views):
                     running.mul_(1 - 1 / (seen + v + 1)).add_(batch[v].to(running.dtype), alpha=1 / (seen + v + 1))
                 continue
@@ -238,6 +238,12 @@ def resolve_compile(train: TrainConfig, device: torch.device) -> tuple[bool, str
     return enabled, mode
 
 
+def compiles_update(train: TrainConfig, device: torch.device) -> bool:
+    """Does the optimiser's update run inside the compiled region (compile_scope=step)? Then its learning
+    rate must be a device tensor (``build_optimizer(..., lr_tensor=True)``), set in place every step."""
+    return resolve_compile(train, device)[0] and train.compile_scope == "step"
+
+
 def build_loss_fn(model: nn.Module, cfg: Config, amp: torch.dtype | None, channels_last: bool,
                   gather: Callable[[Tensor], Tensor] | None = None) -> LossFn:
     """The (eager) loss function of ``cfg.train``: stacked views with per-view batch norm (converts
@@ -265,19 +271,12 @@ def make_update(loss_fn: LossFn, optimizer: torch.optim.Optimizer) -> UpdateFn:
     return update
 
 
-def train_step(images: Tensor, augment: TwoViews, generator: torch.Generator, loss_fn: LossFn,
-               optimizer: torch.optim.Optimizer) -> Tensor:
-    """One eager optimisation step on a uint8 (N, C, H, W) batch: two augmented views (each sample with its
-    own random parameters, on the device), the loss, backward, update. Returns the (4,) terms."""
-    return make_update(loss_fn, optimizer)(*augment(images, generator))
-
-
 class Step:
     """One optimisation step as ``cfg.train`` asks for it: ``step(images, augment, generator) -> (4,) terms``.
 
     ``train.compile`` (auto: on CUDA) compiles, per ``train.compile_scope``, the forward and the loss
     ("loss") or the forward, loss, backward and optimiser update ("step", whose optimiser then reads a
-    tensor learning rate, see :func:`vicreg.optim.build_optimizer`). torch.compile works lazily: the first
+    tensor learning rate, see :func:`compiles_update`). torch.compile works lazily: the first
     call compiles; it is timed (``compile_seconds``, said once through ``log``), and if it fails the step
     runs eagerly from then on, with one warning naming the reason (``fallback``). The batch-norm buffers
     that a failed attempt may have updated are restored first, so the run continues as an eager run would.

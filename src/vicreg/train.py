@@ -42,7 +42,7 @@ from .diagnostics import collapse_diagnostics
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .models import BACKBONES, VICReg, build_model
 from .optim import build_optimizer, learning_rate, load_optimizer_state, peak_lr, set_learning_rate
-from .step import Step, resolve_compile
+from .step import Step, compiles_update
 
 __all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
 
@@ -405,8 +405,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)
-    compiled, _ = resolve_compile(t, device)
-    optimizer = build_optimizer(cfg.optim, model, t.batch_size, lr_tensor=compiled and t.compile_scope == "step")
+    optimizer = build_optimizer(cfg.optim, model, t.batch_size, lr_tensor=compiles_update(t, device))
     # both views in one call with per-view batch-norm statistics; compiled as train.compile asks (auto: CUDA)
     step_fn = Step(model, cfg, optimizer, amp, channels_last, device, log)
     steps_per_epoch = len(train_batches)
