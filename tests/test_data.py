@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-import vicreg.data as data
+import vicreg.data.download as download
+import vicreg.data.folder as folder_loader
+import vicreg.data.images as image_loaders
 from vicreg.config import DataConfig
 from vicreg.data import Batches, Split, epoch_permutation, load_dataset, read_idx
 
@@ -116,7 +118,7 @@ def test_missing_datasets_name_where_they_looked(tmp_path, monkeypatch):
     for name in ("mnist", "cifar10", "cifar100", "stl10"):
         with pytest.raises(FileNotFoundError, match=str(missing)):
             load_dataset(cfg(dataset=name, data_dir=str(missing)), log=quiet)
-    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", [str(tmp_path / "system")])
+    monkeypatch.setitem(download.SYSTEM_DIRS, "fashion-mnist", [str(tmp_path / "system")])
     with pytest.raises(FileNotFoundError) as e:
         load_dataset(cfg(dataset="fashion-mnist", data_dir=str(missing)), log=quiet)
     msg = str(e.value)
@@ -248,7 +250,7 @@ def test_stl10_binary_orientation_and_unlabeled(tmp_path):
     (folder / "test_X.bin").write_bytes(col_major(test))
     (folder / "test_y.bin").write_bytes(bytes([2, 3]))
     (folder / "unlabeled_X.bin").write_bytes(col_major(unl))
-    (folder / "class_names.txt").write_text("\n".join(data.STL10_CLASSES) + "\n")
+    (folder / "class_names.txt").write_text("\n".join(image_loaders.STL10_CLASSES) + "\n")
 
     lines = []
     ds = load_dataset(cfg(dataset="stl10", data_dir=str(tmp_path)), log=lines.append)
@@ -260,7 +262,7 @@ def test_stl10_binary_orientation_and_unlabeled(tmp_path):
     assert torch.equal(ds.train_labeled.images, torch.from_numpy(train))
     assert ds.train_labeled.labels.tolist() == [0, 4, 9]
     assert torch.equal(ds.test.images, torch.from_numpy(test)) and ds.test.labels.tolist() == [1, 2]
-    assert ds.classes == data.STL10_CLASSES
+    assert ds.classes == image_loaders.STL10_CLASSES
     assert len(lines) == 1 and "7 train (3 labelled + 4 unlabeled) / 2 test" in lines[0]
 
     (folder / "unlabeled_X.bin").write_bytes(b"\0" * 100)
@@ -337,7 +339,7 @@ def test_folder_train_test_subfolders_and_grey(tmp_path):
 def test_folder_streamed_when_too_big(tmp_path, monkeypatch):
     make_folder(tmp_path, {"cat": 4, "dog": 4})
     in_memory = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8), log=quiet)
-    monkeypatch.setattr(data, "FOLDER_IN_MEMORY_LIMIT", 100)
+    monkeypatch.setattr(folder_loader, "FOLDER_IN_MEMORY_LIMIT", 100)
     ds = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8), log=quiet)
     assert ds.train.images is None and len(ds.train.source) == 6 and ds.image_size == 8 and ds.channels == 3
     image, label = ds.train.source[0]

@@ -11,7 +11,7 @@ import torch
 
 from vicreg.config import DataConfig, VideoConfig
 from vicreg.data import FASHION_MNIST_CLASSES, load_dataset
-from vicreg.video import (
+from vicreg.data.video import (
     Sequences,
     _sprite_bank,
     generate_sprites,

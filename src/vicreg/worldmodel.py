@@ -45,7 +45,7 @@ from .predictor import (
 )
 from .runs import LoadedRun, load_run
 from .train import load_run_config
-from .video import Sequences, generate_sprites, load_moving_mnist
+from .data.video import Sequences, generate_sprites, load_moving_mnist
 
 __all__ = ["load_sequences", "embed_sequences", "train_predictor", "evaluate_predictor", "format_rollout_table",
            "probe_report", "PREDICTOR_DIR"]

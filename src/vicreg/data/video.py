@@ -40,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DataConfig, VideoConfig
-from .data import DEFAULT_ROOT, ImageDataset, Log, _in_memory, _tv_download, load_fashion_mnist
+from ..config import DataConfig, VideoConfig
+from .dataset import ImageDataset, Log, in_memory
+from .download import DEFAULT_ROOT, tv_download
+from .images import load_fashion_mnist
 
 __all__ = [
     "MOVING_MNIST_FILE",
@@ -56,7 +58,7 @@ __all__ = [
 SPLITS = ("train", "test")
 SPRITE_SOURCES = ("digits", "fashion-mnist")
 DIGITS_TEST_SIZE = 0.25  # held-out share of scikit-learn's digits (sprites of the test sequences)
-DIGIT_CLASSES = [str(i) for i in range(10)]  # as vicreg.data.load_digits names them
+DIGIT_CLASSES = [str(i) for i in range(10)]  # as vicreg.data.images.load_digits names them
 MOVING_MNIST_FILE = "MovingMNIST/mnist_test_seq.npy"  # under the data root, as torchvision lays it out
 MOVING_MNIST_TEST_FRACTION = 0.1  # the last 10 % of the sequences are the test split
 
@@ -269,7 +271,7 @@ def _read_moving_mnist(data_dir: str | None, download: bool, log: Log = _quiet) 
                                     f"(torchvision fetches {MovingMNIST._URL}), or put mnist_test_seq.npy in "
                                     f"<data_dir>/MovingMNIST/")
         root.mkdir(parents=True, exist_ok=True)
-        _tv_download("moving-mnist", lambda r: MovingMNIST(r, download=True), root, log)
+        tv_download("moving-mnist", lambda r: MovingMNIST(r, download=True), root, log)
     try:
         data = MovingMNIST(str(root), split=None, download=False).data  # (N, T, 1, H, W)
     except (ValueError, OSError, IndexError, pickle.UnpicklingError) as e:
@@ -311,9 +313,9 @@ def _video_dataset(name: str, classes: list[str], train: Sequences, test: Sequen
                    label_of: Callable[[Sequences], Tensor]) -> ImageDataset:
     """Frames of train/test as ``train_labeled``/``test``; ``train`` the same frames, or clips (N, T*C, H, W)."""
     n, t_len, c, h, w = train.frames.shape
-    frames = _in_memory(train.frames_flat(), label_of(train).repeat_interleave(t_len))
-    test_frames = _in_memory(test.frames_flat(), label_of(test).repeat_interleave(test.frames.shape[1]))
-    clips = frames if temporal_offset == 0 else _in_memory(train.frames.reshape(n, t_len * c, h, w), label_of(train))
+    frames = in_memory(train.frames_flat(), label_of(train).repeat_interleave(t_len))
+    test_frames = in_memory(test.frames_flat(), label_of(test).repeat_interleave(test.frames.shape[1]))
+    clips = frames if temporal_offset == 0 else in_memory(train.frames.reshape(n, t_len * c, h, w), label_of(train))
     return ImageDataset(name, list(classes), c, h, clips, frames, test_frames)
 
 

@@ -1,0 +1,180 @@
+"""Batches on the training device: a split copied there once and sliced with a seeded permutation, or
+streamed through a DataLoader in the very same order. The order of any epoch depends only on
+``(seed, epoch)``, so a resumed run sees exactly the batches it would have seen."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .dataset import Log, Split
+
+
+# --------------------------------------------------------------------------------------------
+# Batches on the device
+# --------------------------------------------------------------------------------------------
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of ``n`` items in ``epoch``: a CPU randperm seeded from (seed, epoch) only."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, epoch & 0xFFFFFFFFFFFFFFFF]).generate_state(1, np.uint64)
+    g = torch.Generator()
+    g.manual_seed(int(state[0]) >> 1)
+    return torch.randperm(n, generator=g)
+
+
+def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+class _EpochBatchSampler(Sampler[list[int]]):
+    """Index lists of the batches ``start..`` of an epoch, in the (seed, epoch) order of Batches."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
+        self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return _num_batches(self.n, self.batch_size, self.drop_last) - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else None
+        b = self.batch_size
+        for i in range(self.start, _num_batches(self.n, b, self.drop_last)):
+            lo, hi = i * b, min(self.n, (i + 1) * b)
+            yield order[lo:hi].tolist() if order is not None else list(range(lo, hi))
+
+
+class _TensorSource(Dataset):
+    """An in-memory split seen as a Dataset (placement "stream")."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([torch.as_tensor(x) for x, _ in items])
+    return images, torch.tensor([int(y) for _, y in items], dtype=torch.int64)
+
+
+def _device_key(device: torch.device) -> str:
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
+def _to_device(t: torch.Tensor, device: torch.device, chunk_bytes: int = 1 << 27) -> torch.Tensor:
+    """Copy a CPU tensor to ``device``; on CUDA through pinned chunks with non_blocking copies."""
+    if device.type != "cuda":
+        return t.to(device)
+    t = t.contiguous()
+    out = torch.empty(t.shape, dtype=t.dtype, device=device)
+    flat_src, flat_dst = t.view(-1), out.view(-1)
+    step = max(1, chunk_bytes // max(1, t.element_size()))
+    for i in range(0, flat_src.numel(), step):
+        flat_dst[i:i + step].copy_(flat_src[i:i + step].pin_memory(), non_blocking=True)
+    return out
+
+
+class Batches:
+    """An iterable of ``(uint8 images (B, C, H, W), int64 labels (B,))`` batches on ``device``.
+
+    resident (``placement`` "device", or "auto" when it fits): the split is copied to the device
+    once as one tensor and each batch is gathered from it with a slice of the epoch's permutation;
+    streamed ("stream", splits without images in memory, or "auto" when the split does not fit in
+    ``max_device_fraction`` of the free GPU memory): a DataLoader with ``num_workers`` persistent
+    workers follows the same order. Shuffled orders depend only on ``(seed, epoch)``. Batches that are
+    slices of a resident split (no shuffle) are views of it: do not modify them in place.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device | str, *, shuffle: bool,
+                 drop_last: bool, placement: str = "auto", num_workers: int = 4, max_device_fraction: float = 0.5,
+                 seed: int = 0, log: Log = print):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if placement not in ("auto", "device", "stream"):
+            raise ValueError(f"placement={placement!r} is not valid: expected one of 'auto', 'device', 'stream'")
+        self.split, self.batch_size, self.device = split, batch_size, torch.device(device)
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.resident = self._decide(placement, max_device_fraction, log)
+        if self.resident:
+            key = _device_key(self.device)
+            if key not in split.device_copies:
+                if self.device.type == "cpu":
+                    split.device_copies[key] = (split.images, split.labels)
+                else:
+                    split.device_copies[key] = (_to_device(split.images, self.device),  # type: ignore[arg-type]
+                                             _to_device(split.labels, self.device))
+            self._images, self._labels = split.device_copies[key]
+        else:
+            self._sampler = _EpochBatchSampler(len(split), batch_size, shuffle, drop_last, seed)
+            source = split.source if split.source is not None else _TensorSource(split.images, split.labels)
+            self._loader = DataLoader(source, batch_sampler=self._sampler, num_workers=num_workers,
+                                      collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                                      persistent_workers=num_workers > 0)
+
+    def _decide(self, placement: str, fraction: float, log: Log) -> bool:
+        split = self.split
+        if split.images is None:
+            if placement == "device":
+                raise ValueError(f"placement 'device' needs the images in memory, but this split of {len(split)} "
+                                 f"images is streamed from {type(split.source).__name__}; use placement auto or stream")
+            return False
+        if placement != "auto":
+            return placement == "device"
+        if self.device.type != "cuda" or _device_key(self.device) in split.device_copies:
+            return True
+        nbytes = split.images.numel() * split.images.element_size() + split.labels.numel() * 8
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if nbytes <= fraction * free:
+            return True
+        log(f"data: {len(split)} images ({nbytes / 1e9:.2f} GB) exceed {fraction:g} of the free GPU memory "
+            f"({free / 1e9:.2f} GB): streaming them with a DataLoader")
+        return False
+
+    def __len__(self) -> int:
+        return _num_batches(len(self.split), self.batch_size, self.drop_last)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches ``start, start+1, ...`` of ``epoch`` (images uint8, labels int64, on the device).
+
+        With shuffle, the order is :func:`epoch_permutation` ``(len(split), seed, epoch)``, so any
+        epoch's order can be recomputed after a restart; without, the split's own order.
+        """
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start={start} is outside 0..{len(self)} batches")
+        return self._resident(epoch, start) if self.resident else self._streamed(epoch, start)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+    def _resident(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, b = len(self.split), self.batch_size
+        order = None
+        if self.shuffle:
+            order = epoch_permutation(n, self.seed, epoch)
+            if self.device.type == "cuda":
+                order = order.pin_memory().to(self.device, non_blocking=True)
+            else:
+                order = order.to(self.device)
+        for i in range(start, len(self)):
+            lo, hi = i * b, min(n, (i + 1) * b)
+            if order is None:
+                yield self._images[lo:hi], self._labels[lo:hi]
+            else:
+                idx = order[lo:hi]
+                yield self._images.index_select(0, idx), self._labels.index_select(0, idx)
+
+    def _streamed(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._sampler.epoch, self._sampler.start = epoch, start
+        for images, labels in self._loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
