@@ -4,13 +4,20 @@ import math
 
 import pytest
 import torch
+from numerics import FLOAT64_REL, assert_rel_close
 from torch import nn
 
 from vicreg.config import OptimConfig
-from vicreg.optim import (LARS, build_optimizer, exclude_bias_and_norm, learning_rate, load_optimizer_state,
-                          param_groups, peak_lr, set_learning_rate)
-
-from numerics import FLOAT64_REL, assert_rel_close
+from vicreg.optim import (
+    LARS,
+    build_optimizer,
+    exclude_bias_and_norm,
+    load_optimizer_state,
+    param_groups,
+    peak_lr,
+    set_learning_rate,
+)
+from vicreg.schedule import warmup_cosine
 
 
 @pytest.mark.parametrize("foreach", [True, False])
@@ -79,13 +86,13 @@ def test_build_optimizer(name, cls):
 
 def test_schedule():
     assert peak_lr(OptimConfig(lr=0.2, lr_scaling="none"), 1024) == 0.2
-    lrs = [learning_rate(s, 100, 10, 1.0, 0.01) for s in range(100)]
+    lrs = [warmup_cosine(s, 100, 10, 1.0, 0.01) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0)
     assert lrs[55] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    assert learning_rate(100, 100, 10, 1.0, 0.01) == pytest.approx(0.01)
-    assert learning_rate(0, 10, 0, 1.0, 0.0) == pytest.approx(1.0)
+    assert warmup_cosine(100, 100, 10, 1.0, 0.01) == pytest.approx(0.01)
+    assert warmup_cosine(0, 10, 0, 1.0, 0.0) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("foreach", [True, False])

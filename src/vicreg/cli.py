@@ -25,7 +25,14 @@ import sys
 
 import yaml
 
-from .config import ConfigError, PredictorConfig, build_config, config_to_dict, load_yaml, parse_overrides
+from .config import (
+    ConfigError,
+    PredictorConfig,
+    build_config,
+    config_to_dict,
+    load_yaml,
+    parse_overrides,
+)
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
                       "train.log_every",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import resize_images
+from .device import cpu_threads
+from .schedule import warmup_cosine
 
 __all__ = ["LEVELS", "ProbeResult", "extract_features", "extract_outputs", "knn_accuracy", "linear_probe", "ridge_r2",
            "raw_pixel_features"]
@@ -107,22 +108,6 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
     return {k: 100.0 * correct[k] / n for k in ks}
 
 
-@contextmanager
-def cpu_threads(n: int, enabled: bool = True):
-    """Run with ``n`` intra-op CPU threads when ``enabled``: small matrix products (a probe, a small
-    predictor) are faster on one thread than split over several, and far faster when the cores are busy
-    with other work."""
-    if not enabled:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass
 class ProbeResult:
     top1: float  # % on the test split
@@ -166,7 +151,7 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
             order = torch.randperm(x.shape[0], generator=generator).to(x.device)
             for idx in order.split(batch_size):
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                    group["lr"] = warmup_cosine(step, total, 0, lr)
                 loss = F.cross_entropy(probe(x[idx]), y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,12 +1,10 @@
 """Optimisers (LARS, AdamW, SGD), parameter groups and the learning-rate schedule.
 
-The schedule is a pure function of the step (:func:`learning_rate`): linear warm-up from 0, then a
+The schedule is a pure function of the step (:func:`vicreg.schedule.warmup_cosine`): linear warm-up from 0, then a
 cosine decay to ``lr * final_lr_ratio``. The scheduler's whole state is therefore the step number.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +12,7 @@ from torch import Tensor, nn
 from .config import OptimConfig
 
 __all__ = ["LARS", "exclude_bias_and_norm", "param_groups", "build_optimizer", "load_optimizer_state",
-           "set_learning_rate", "peak_lr", "learning_rate"]
+           "set_learning_rate", "peak_lr"]
 
 
 def exclude_bias_and_norm(p: Tensor) -> bool:
@@ -156,13 +154,3 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"].fill_(lr)
         else:
             group["lr"] = lr
-
-
-def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float) -> float:
-    """Linear warm-up over ``warmup_steps`` (reaching ``peak`` at the end), then cosine to peak * final_ratio."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    final = peak * final_ratio
-    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LossConfig, PredictorConfig, config_to_dict, predictor_config
-from .evaluate import cpu_threads
+from .device import cpu_threads, resolve_device, small_cpu_work
 from .loss import covariance_term, variance_term
+from .schedule import warmup_cosine
 
 __all__ = [
     "EmbeddingNorm",
@@ -55,7 +56,6 @@ __all__ = [
 ]
 
 METHODS = ("predictor", "last", "linear")  # the keys of rollout_errors
-SMALL_CPU_WORK = 1 << 17  # batch rows x model width up to which CPU work runs on one thread (see evaluate.cpu_threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,16 +85,6 @@ def _check_actions(actions: Tensor, emb: Tensor, name: str, action_dim: int | No
     if actions.shape[1] == t - 1:
         actions = torch.cat([actions, actions.new_zeros(n, 1, actions.shape[2])], dim=1)
     return actions.float()
-
-
-def _small_cpu_work(device: torch.device, rows: int, width: int) -> bool:
-    return device.type == "cpu" and rows * width <= SMALL_CPU_WORK
-
-
-def _resolve_device(device: torch.device | str) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextmanager
@@ -349,7 +339,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, z: Tensor, 
     loss_sum = torch.zeros((), device=z.device)
     for idx in order.split(cfg.batch_size):
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            group["lr"] = warmup_cosine(step, total_steps, 0, cfg.lr)
         seq, start = windows[0][idx], windows[1][idx]
         act = None if actions is None else _gather(actions, seq, start, k + h - 1)
         loss = _rollout_loss(model, _gather(z, seq, start, k + h), act, k)
@@ -400,7 +390,7 @@ def fit_predictor(
                 raise ValueError("val_actions is None, but the predictor is trained with actions: pass both or neither")
             val_actions = _check_actions(val_actions, val, "val_actions", action_dim)
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device, "predictor.device")
     x = train.to(dev).float()
     norm = EmbeddingNorm.fit(x)
     z = norm(x)
@@ -414,7 +404,7 @@ def fit_predictor(
     emit = tqdm.write if log is print else log
 
     generator = torch.Generator().manual_seed(cfg.seed)
-    small = _small_cpu_work(dev, cfg.batch_size, cfg.width)
+    small = small_cpu_work(dev, cfg.batch_size, cfg.width)
     rng_devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices), torch.enable_grad(), cpu_threads(1, small):
         torch.manual_seed(cfg.seed)
@@ -509,7 +499,7 @@ def _rollout_standardised(model: nn.Module, norm: EmbeddingNorm, emb: Tensor, st
         act = act[:, start - k:last + 1].to(dev)
     ctx = norm(emb[:, start - k:start].to(dev).float())
     preds = []
-    with _eval_mode(model), cpu_threads(1, _small_cpu_work(dev, emb.shape[0], model.width)):
+    with _eval_mode(model), cpu_threads(1, small_cpu_work(dev, emb.shape[0], model.width)):
         for j in range(horizon):
             pred = model(ctx, None if act is None else act[:, j:j + k])
             preds.append(pred)
@@ -572,7 +562,7 @@ def rollout_errors(model: nn.Module, norm: EmbeddingNorm, emb: Tensor, actions: 
     dev = _model_device(model)
     norm = _norm_on(norm, dev)
     sums = {m: torch.zeros(longest, device=dev) for m in METHODS}
-    with cpu_threads(1, _small_cpu_work(dev, emb.shape[0], model.width)):
+    with cpu_threads(1, small_cpu_work(dev, emb.shape[0], model.width)):
         for s in range(first, t - longest + 1):
             target = norm(emb[:, s:s + longest].to(dev).float())
             preds = {

@@ -21,10 +21,17 @@ import torch
 
 from .config import Config
 from .data import Batches, ImageDataset, load_dataset
+from .device import autocast_dtype, resolve_device
 from .diagnostics import collapse_diagnostics
-from .evaluate import LEVELS, extract_outputs, knn_accuracy, linear_probe, raw_pixel_features
+from .evaluate import (
+    LEVELS,
+    extract_outputs,
+    knn_accuracy,
+    linear_probe,
+    raw_pixel_features,
+)
 from .models import VICReg, build_model
-from .train import autocast_dtype, input_size_for, load_checkpoint, load_run_config, resolve_device
+from .train import input_size_for, load_checkpoint, load_run_config
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "embed_run", "save_embeddings", "format_eval_table"]
 

@@ -38,10 +38,17 @@ import yaml
 from .augment import TemporalViews, TwoViews
 from .config import Config, config_from_dict, config_to_dict, save_yaml
 from .data import Batches, ImageDataset, load_dataset, spread_subset
+from .device import autocast_dtype, resolve_device, synchronize
 from .diagnostics import collapse_diagnostics
-from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
+from .evaluate import (
+    extract_features,
+    extract_outputs,
+    knn_accuracy,
+    raw_pixel_features,
+)
 from .models import BACKBONES, VICReg, build_model
-from .optim import build_optimizer, learning_rate, load_optimizer_state, peak_lr, set_learning_rate
+from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
+from .schedule import warmup_cosine
 from .step import Step, compiles_update
 
 __all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
@@ -65,22 +72,6 @@ class RunResult:
 # --------------------------------------------------------------------------------------------
 # Small pieces
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} is not valid: CUDA is not available on this machine (use auto or cpu)")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless asked."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def channel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[list[float], list[float]]:
@@ -138,12 +129,6 @@ def load_run_config(run_dir: Path | str) -> Config:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml in it)")
     with open(path) as f:
         return config_from_dict(yaml.safe_load(f))
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _TrainClock:
@@ -484,7 +469,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
                 epoch, first = divmod(step, steps_per_epoch)
                 bar.set_description(f"epoch {epoch + 1}/{t.epochs}")
                 for images, _ in train_batches.epoch(epoch, start=first):
-                    lr = learning_rate(step, total_steps, schedule["warmup_steps"], schedule["peak_lr"],
+                    lr = warmup_cosine(step, total_steps, schedule["warmup_steps"], schedule["peak_lr"],
                                        schedule["final_lr_ratio"])
                     set_learning_rate(optimizer, lr)
                     if step_fn.pending:  # this call compiles: its time is counted apart from training

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .augment import resize_images
 from .config import Config, PredictorConfig, predictor_config, save_yaml
+from .data.video import Sequences, generate_sprites, load_moving_mnist
 from .evaluate import extract_outputs, ridge_r2
 from .predictor import (
     EmbeddingNorm,
@@ -45,7 +46,6 @@ from .predictor import (
 )
 from .runs import LoadedRun, load_run
 from .train import load_run_config
-from .data.video import Sequences, generate_sprites, load_moving_mnist
 
 __all__ = ["load_sequences", "embed_sequences", "train_predictor", "evaluate_predictor", "format_rollout_table",
            "probe_report", "PREDICTOR_DIR"]

@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .dataset import Log, Split
 
-
 # --------------------------------------------------------------------------------------------
 # Batches on the device
 # --------------------------------------------------------------------------------------------

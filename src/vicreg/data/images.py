@@ -15,7 +15,6 @@ from ..config import DataConfig
 from .dataset import ImageDataset, Log, Split, in_memory, make_dataset
 from .download import SYSTEM_DIRS, candidate_dirs, download_root, tv_download
 
-
 # --------------------------------------------------------------------------------------------
 # digits (scikit-learn, bundled)
 # --------------------------------------------------------------------------------------------

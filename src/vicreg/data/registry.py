@@ -7,7 +7,14 @@ from typing import Callable
 from ..config import DataConfig
 from .dataset import ImageDataset, Log, first_items
 from .folder import load_folder
-from .images import load_cifar10, load_cifar100, load_digits, load_fashion_mnist, load_mnist, load_stl10
+from .images import (
+    load_cifar10,
+    load_cifar100,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    load_stl10,
+)
 from .video import load_moving_mnist_dataset, load_sprites_dataset
 
 LOADERS: dict[str, Callable[[DataConfig, Log], ImageDataset]] = {
