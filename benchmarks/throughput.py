@@ -60,7 +60,9 @@ from vicreg.data import load_dataset  # noqa: E402
 from vicreg.models import build_model  # noqa: E402
 from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr  # noqa: E402
 from vicreg.step import Step, compiles_update, make_loss_fn  # noqa: E402
-from vicreg.train import autocast_dtype, channel_stats, input_size_for, resolve_device, synchronize  # noqa: E402
+from vicreg.backbones import input_size  # noqa: E402
+from vicreg.data.dataset import channel_stats  # noqa: E402
+from vicreg.device import autocast_dtype, resolve_device, synchronize  # noqa: E402
 
 SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "stl10": (3, 96), "fashion-mnist": (1, 28), "mnist": (1, 28),
           "digits": (1, 8)}
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     images = training_images(base, args.data, args.images)
     if len(images) < args.batch_size:
         sys.exit(f"--images {len(images)} is smaller than --batch-size {args.batch_size}")
-    size = input_size_for(base, SimpleNamespace(image_size=int(images.shape[-1])), log=print)
+    size = input_size(base.model.backbone, int(images.shape[-1]), base.data.image_size, log=print)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     name, peak = device_peak_tflops(device)

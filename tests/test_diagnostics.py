@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from vicreg.diagnostics import collapse_diagnostics, effective_rank, per_dim_std, singular_values
+from vicreg.diagnostics import brief, collapse_diagnostics, effective_rank, per_dim_std, singular_values
 
 
 def matrix_with_spectrum(n: int, s: list[float], seed: int = 0) -> torch.Tensor:
@@ -41,22 +41,46 @@ def test_points_on_a_line_have_rank_one_and_a_ball_full_rank():
     assert collapse_diagnostics(ball).effective_rank == pytest.approx(8.0, abs=1e-4)
 
 
-def test_std_and_fraction_below_target():
+def test_std_and_per_dimension_std():
     g = torch.Generator().manual_seed(1)
     z = torch.randn(4000, 4, generator=g) * torch.tensor([2.0, 0.5, 0.0, 1.5])
     std = per_dim_std(z, eps=1e-4)
     assert std[2].item() == pytest.approx(math.sqrt(1e-4), rel=1e-5)  # the loss's sqrt(var + eps)
     d = collapse_diagnostics(z, target=1.0)
     assert d.dim == 4 and len(d.std) == 4 and len(d.singular_values) == 4
-    assert d.frac_below_target == 0.5  # the 0.5 and 0.0 dimensions
-    assert collapse_diagnostics(z, target=0.1).frac_below_target == 0.25
     assert d.std == pytest.approx([2.0, 0.5, 0.01, 1.5], rel=0.05)  # in the order of the dimensions
+
+
+def test_median_dead_share_and_hinge_by_hand():
+    # columns s * (+1, -1, +1, -1): unbiased variance 4/3 s^2 exactly, so std_j = sqrt(4/3 s_j^2 + eps)
+    scales = torch.tensor([2.0, 0.5, 0.0, 1.5, 0.03], dtype=torch.float64)
+    z = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)[:, None] * scales
+    eps = 1e-4
+    std = [math.sqrt(4 / 3 * s * s + eps) for s in scales.tolist()]  # 2.3094, 0.5774, 0.01, 1.7321, 0.0361
+    d = collapse_diagnostics(z, target=1.0, eps=eps)
+    median = sorted(std)[2]  # 0.5774 (five values: the middle one)
+    assert d.median_std == pytest.approx(median, abs=1e-6)
+    # dead below max(median / 10, 2 sqrt(eps)) = max(0.0577, 0.02) = 0.0577: the 0.0 and 0.03 columns
+    assert d.dead_fraction == pytest.approx(2 / 5)
+    hinge = sum(max(0.0, 1.0 - v) for v in std) / 5  # (0 + 0.4226 + 0.99 + 0 + 0.9639) / 5
+    assert d.mean_hinge == pytest.approx(hinge, abs=1e-6)
+    assert collapse_diagnostics(z, target=0.1, eps=eps).mean_hinge == pytest.approx((0.09 + 0.1 - std[4]) / 5, abs=1e-6)
+
+
+def test_healthy_and_collapsed_are_told_apart():
+    g = torch.Generator().manual_seed(0)
+    healthy = collapse_diagnostics(0.8 * torch.randn(1000, 32, generator=g))  # just under gamma, as the hinge leaves it
+    collapsed = collapse_diagnostics(1e-3 * torch.randn(1000, 32, generator=g))  # every std near sqrt(eps)
+    assert healthy.dead_fraction == 0.0 and collapsed.dead_fraction == 1.0
+    assert healthy.mean_hinge == pytest.approx(0.2, abs=0.03) and collapsed.mean_hinge > 0.98
+    # the effective rank alone cannot tell them apart: noise spreads in every direction
+    assert collapsed.effective_rank > 0.9 * 32
 
 
 def test_complete_collapse():
     d = collapse_diagnostics(torch.ones(16, 3))
-    assert d.effective_rank == 0.0 and d.frac_below_target == 1.0
-    assert "0/3" in d.summary() or "0.0/3" in d.summary()
+    assert d.effective_rank == 0.0 and d.dead_fraction == 1.0 and d.mean_hinge == pytest.approx(0.99)
+    assert "rank 0.0/3" in brief(d, d) and "dead 100%" in brief(d, d)
 
 
 def test_bad_shape_is_one_clear_error():

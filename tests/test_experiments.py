@@ -91,7 +91,8 @@ def test_set_is_only_for_sweep(capsys):
 
 def test_a_run_is_reused_or_resumed_only_under_the_same_config(tmp_path):
     from vicreg.config import save_yaml, with_overrides
-    from vicreg.experiments import _finished, _same_config
+    from vicreg.rundir import is_finished as _finished
+    from vicreg.rundir import same_config as _same_config
 
     (_, cfg), = experiment_configs(sweep_experiment(["loss.nu=0"]), "digits", out_dir=tmp_path)
     run_dir = tmp_path / "run"

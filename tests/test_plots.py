@@ -8,6 +8,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
+from vicreg.rundir import read_diagnostics, read_knn, read_metrics
 from vicreg.plots import (
     effective_window,
     fig_collapse_over_training,
@@ -19,9 +20,6 @@ from vicreg.plots import (
     fig_loss_curves,
     fig_spectrum,
     plot_run,
-    read_diagnostics,
-    read_knn,
-    read_metrics,
     save_figure,
     tsne_2d,
     windowed_mean,

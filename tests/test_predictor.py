@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from vicreg.config import LossConfig, predictor_config
 from vicreg.loss import covariance_term, variance_term
-from vicreg.predictor import (
+from vicreg.worldmodel.fit import _rollout_loss
+from vicreg.worldmodel import (
     EmbeddingNorm,
     FitResult,
     MLPPredictor,
     TransformerPredictor,
-    _rollout_loss,
     baseline_last,
     baseline_linear,
     build_predictor,

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vicreg.config import build_config
-from vicreg.train import load_checkpoint, train
+from vicreg.rundir import load_checkpoint
+from vicreg.train import train
 
 
 def tiny(tmp_path, **extra):
@@ -55,7 +56,7 @@ def test_run_directory_contents(tmp_path):
         rec = diag[level]
         assert rec["dim"] == dim and len(rec["std"]) == dim
         assert len(rec["singular_values"]) == min(dim, 450)  # min(N, D) over the 450 test digits
-        assert 1.0 <= rec["effective_rank"] <= dim and 0.0 <= rec["frac_below_target"] <= 1.0
+        assert 1.0 <= rec["effective_rank"] <= dim and 0.0 <= rec["dead_fraction"] <= 1.0 and rec["mean_hinge"] >= 0.0
     assert summary["collapse"]["embedding"]["effective_rank"] == diag["embedding"]["effective_rank"]
     # the loss terms are each logged and add up to the total with the weights
     r = metrics[-1]

@@ -7,9 +7,10 @@ import torch
 
 from vicreg.cli import main
 from vicreg.config import PredictorConfig, build_config
-from vicreg.predictor import load_predictor
+from vicreg.worldmodel import load_predictor
 from vicreg.runs import load_run
-from vicreg.train import load_checkpoint, train
+from vicreg.rundir import load_checkpoint
+from vicreg.train import train
 from vicreg.worldmodel import embed_sequences, evaluate_predictor, load_sequences, probe_report, train_predictor
 
 QUIET = lambda _m: None  # noqa: E731

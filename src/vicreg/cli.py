@@ -131,7 +131,7 @@ def _resolve(args, extra: list[str]):
 
 
 def _cmd_presets() -> None:
-    from .models import BACKBONES
+    from .backbones import BACKBONES
     from .presets import PRESETS, RECIPES
 
     print("presets (vicreg train --preset NAME):")
@@ -149,7 +149,8 @@ def _cmd_train(args, extra: list[str]) -> int:
     from pathlib import Path
 
     from .config import with_overrides
-    from .train import load_run_config, train
+    from .rundir import read_config
+    from .train import train
 
     if args.resume:
         if args.preset or args.config:
@@ -158,7 +159,7 @@ def _cmd_train(args, extra: list[str]) -> int:
         bad = sorted(set(overrides) - RESUME_OVERRIDABLE)
         if bad:
             raise ConfigError(f"--resume cannot change {bad[0]} (only {', '.join(sorted(RESUME_OVERRIDABLE))})")
-        cfg = with_overrides(load_run_config(args.resume), overrides)
+        cfg = with_overrides(read_config(args.resume), overrides)
         result = train(cfg, run_dir=Path(args.resume), resume=True)
     else:
         cfg = _resolve(args, extra)

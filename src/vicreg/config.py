@@ -22,6 +22,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from .backbones import BACKBONES
+from .presets import PRESETS, RECIPES
+
 __all__ = [
     "ConfigError",
     "ViewAugment",
@@ -431,8 +434,6 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 
 def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
     """Defaults <- preset <- base (e.g. a YAML file) <- dotted overrides; validated."""
-    from .presets import PRESETS, RECIPES
-
     tree = config_to_dict(Config())
     if preset is not None:
         if preset not in PRESETS:
@@ -489,8 +490,6 @@ def _check_view(v: ViewAugment, prefix: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks of a typed Config; raises ConfigError naming the first bad value."""
-    from .presets import RECIPES
-
     _check(cfg.augment.recipe in RECIPES or cfg.augment.recipe == "custom", "augment.recipe", cfg.augment.recipe,
            f"expected one of {', '.join(RECIPES)}, or custom")
     _check_view(cfg.augment.view_a, "augment.view_a")
@@ -528,8 +527,6 @@ def validate(cfg: Config) -> None:
     _check(v.max_speed > 0.0, "data.video.max_speed", v.max_speed, "must be > 0")
 
     m = cfg.model
-    from .models import BACKBONES
-
     _check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"expected one of {', '.join(sorted(BACKBONES))}")
     if m.head != "none":
         _check(m.embedding_dim is not None and m.embedding_dim >= 1, "model.embedding_dim", m.embedding_dim,

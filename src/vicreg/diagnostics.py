@@ -12,7 +12,18 @@ For an embedding matrix z of shape (N, D)::
     s_1 >= s_2 ... singular values of z - mean(z)            the spectrum
     p_i            = s_i / sum(s)
     effective rank = exp(-sum_i p_i log p_i)                 (Roy & Vetterli 2007): 1 for a line, D for a ball
-    below target   = mean_j [std_j < gamma]                  the dimensions the variance hinge still pushes
+    median std     = median_j std_j                          the level's scale
+    dead share     = mean_j [std_j < max(median std / 10, 2 sqrt(eps))]
+                                                             dimensions that carry (almost) nothing
+    mean hinge     = mean_j max(0, gamma - std_j)            the variance term itself (projection)
+
+How to read them. A healthy projection sits *just under* gamma: the hinge stops pushing once a dimension
+reaches it, so its stds are spread below 1 (median 0.79 after 40 epochs of the demo) and its mean hinge is
+small (about 0.2); collapsed, the hinge nears gamma (1.0). No loss term holds the embedding to gamma, so
+its scale is its own (median 0.23 on the demo): judge it by the dead share (0 % healthy, 100 % for complete
+collapse, where every std is near sqrt(eps)) and by the effective rank (dimensional collapse: the points
+spread along few directions). "The share of dimensions below gamma" is no use: it reads 100 % for healthy
+and collapsed runs alike.
 
 A covariance term near zero does *not* by itself mean "no collapse": a collapsed embedding (all stds 0)
 has zero covariance too. Read the std and the effective rank together.
@@ -25,7 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Diagnostics", "collapse_diagnostics", "effective_rank", "per_dim_std", "singular_values"]
+__all__ = ["Diagnostics", "collapse_diagnostics", "effective_rank", "per_dim_std", "singular_values", "std_figures", "brief",
+           "DEAD_RELATIVE"]
+
+DEAD_RELATIVE = 0.1  # a dimension is dead below this share of its level's median std (or 2 sqrt(eps))
 
 
 @dataclass
@@ -34,14 +48,25 @@ class Diagnostics:
     std: list[float]  # (D,) per-dimension std over the samples
     singular_values: list[float]  # (min(N, D),) of the centred matrix, descending
     effective_rank: float  # in [1, min(N, D)]
-    frac_below_target: float  # fraction of dimensions with std < target
+    median_std: float
+    dead_fraction: float  # share of dimensions with std < max(DEAD_RELATIVE * median std, 2 sqrt(eps))
+    mean_hinge: float  # mean over dimensions of max(0, target - std): the variance term
+
+    SCALARS = ("dim", "effective_rank", "median_std", "dead_fraction", "mean_hinge")
 
     def to_dict(self) -> dict:
-        return {"dim": self.dim, "std": self.std, "singular_values": self.singular_values,
-                "effective_rank": self.effective_rank, "frac_below_target": self.frac_below_target}
+        return {**self.scalars(), "std": self.std, "singular_values": self.singular_values}
 
-    def summary(self) -> str:
-        return f"eff. rank {self.effective_rank:.1f}/{self.dim}, {100 * self.frac_below_target:.0f}% dims std<target"
+    def scalars(self) -> dict:
+        """The single-number figures (summary.json, TensorBoard)."""
+        return {k: getattr(self, k) for k in self.SCALARS}
+
+
+
+def brief(embedding: Diagnostics, projection: Diagnostics) -> str:
+    """A few words for a progress bar and the log: ``emb rank 162.6/512 dead 0%, proj hinge 0.21``."""
+    return (f"emb rank {embedding.effective_rank:.1f}/{embedding.dim} dead {100 * embedding.dead_fraction:.0f}%, "
+            f"proj hinge {projection.mean_hinge:.2f}")
 
 
 def per_dim_std(z: Tensor, eps: float = 1e-4) -> Tensor:
@@ -58,6 +83,16 @@ def singular_values(z: Tensor) -> Tensor:
     z = z - z.mean(dim=0)
     gram = z.T @ z if z.shape[1] <= z.shape[0] else z @ z.T
     return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
+
+
+def std_figures(std: Tensor, target: float = 1.0, eps: float = 1e-4) -> dict[str, float]:
+    """median_std, dead_fraction and mean_hinge of per-dimension stds (D,) (as :func:`per_dim_std` gives them):
+    what a diagnostics record holds, computed again from its stored ``std`` for runs that predate them."""
+    std = torch.as_tensor(std, dtype=torch.float64)
+    median = float(std.median())
+    dead = (std < max(DEAD_RELATIVE * median, 2 * eps ** 0.5)).double().mean()
+    return {"median_std": round(median, 6), "dead_fraction": round(float(dead), 6),
+            "mean_hinge": round(float((target - std).clamp_min(0).mean()), 6)}
 
 
 def effective_rank(s: Tensor) -> float:
@@ -84,5 +119,5 @@ def collapse_diagnostics(z: Tensor, target: float = 1.0, eps: float = 1e-4) -> D
         std=[round(v, 6) for v in std.cpu().tolist()],
         singular_values=[round(v, 6) for v in s.cpu().tolist()],
         effective_rank=round(effective_rank(s), 4),
-        frac_below_target=round(float((std < target).float().mean()), 6),
+        **std_figures(std, target, eps),
     )

@@ -16,7 +16,6 @@ stopped one is resumed. The report (report.md and a self-contained report.html) 
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import shutil
 import time
@@ -26,7 +25,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import Config, ConfigError, build_config, config_to_dict
+from .config import Config, ConfigError, build_config
+from .rundir import CHECKPOINT, LOSS_COLUMNS, is_finished, read_metrics, read_summary, same_config
 
 __all__ = ["EXPERIMENTS", "DATASET_BASES", "Experiment", "Variant", "experiment_configs", "parse_sweep",
            "run_experiment", "sweep_experiment"]
@@ -181,29 +181,10 @@ class ExperimentResult:
     rows: list[dict]
 
 
-def _same_config(run_dir: Path, cfg: Config) -> bool:
-    """Does run_dir hold a run of exactly this config (train.progress aside)?"""
-    if not (run_dir / "config.yaml").exists():
-        return False
-    with open(run_dir / "config.yaml") as f:
-        saved = yaml.safe_load(f)
-    strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k != "progress"}}  # noqa: E731
-    return strip(saved) == strip(config_to_dict(cfg))
-
-
-def _finished(run_dir: Path, cfg: Config) -> bool:
-    """A finished run of exactly this config (summary.json written)."""
-    return (run_dir / "summary.json").exists() and _same_config(run_dir, cfg)
-
-
 def _last_window(run_dir: Path, window: int = 50) -> dict[str, float]:
     """Mean of the last ``window`` steps' loss terms from metrics.csv."""
-    import csv
-
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))[-window:]
-    return {k: sum(float(r[k]) for r in rows) / max(len(rows), 1) for k in ("loss", "invariance", "variance",
-                                                                           "covariance")}
+    metrics = read_metrics(run_dir)
+    return {k: sum(metrics[k][-window:].tolist()) / max(len(metrics[k][-window:]), 1) for k in LOSS_COLUMNS}
 
 
 def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: dict[str, Any] | None = None,
@@ -229,18 +210,17 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
     for i, (variant, cfg) in enumerate(configs, 1):
         run_dir = folder / cfg.train.name
         echo(f"[{i}/{len(configs)}] {variant.label}  ({', '.join(f'{k}={v}' for k, v in variant.overrides.items())})")
-        if not force and _finished(run_dir, cfg):
+        if not force and is_finished(run_dir, cfg):
             echo(f"  reusing the finished run {run_dir}")
         else:
-            resume = not force and (run_dir / "checkpoint.pt").exists() and _same_config(run_dir, cfg)
+            resume = not force and (run_dir / CHECKPOINT).exists() and same_config(run_dir, cfg)
             if run_dir.exists() and not resume:  # forced, or a run of another config: start afresh
                 echo(f"  replacing {run_dir} ({'--force' if force else 'its config differs'})")
                 shutil.rmtree(run_dir)
             result = train(cfg, run_dir=run_dir, resume=resume, echo=lambda m: None)
             if result.interrupted:
                 raise KeyboardInterrupt
-        with open(run_dir / "summary.json") as f:
-            summary = json.load(f)
+        summary = read_summary(run_dir)
         loaded = load_run(run_dir, device=cfg.train.device)  # once for the evaluation and the embeddings
         ev = evaluate_run(loaded, ks=tuple(cfg.train.knn_k), probe_epochs=probe_epochs,
                           levels=("representation", "embedding", "projection"), raw_pixels=False, log=lambda m: None)
@@ -256,10 +236,11 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
         row = {"run": variant.label, "E": cfg.model.embedding_dim or rep["dim"],
                f"k-NN@{k_lo} (E)": emb["knn"][k_lo], f"k-NN@{k_hi} (E)": emb["knn"][k_hi],
                "linear (E)": emb["linear_probe"], "linear (repr.)": rep["linear_probe"],
-               "eff. rank (E)": diag["effective_rank"], "std<γ (E)": f"{100 * diag['frac_below_target']:.0f}%",
+               "eff. rank (E)": diag["effective_rank"], "dead (E)": f"{100 * diag['dead_fraction']:.0f}%",
                "mean std (E)": sum(diag["std"]) / len(diag["std"]),
                f"k-NN@{k_lo} (proj.)": ev["levels"]["projection"]["knn"][k_lo],
                "eff. rank (proj.)": proj["effective_rank"], "mean std (proj.)": sum(proj["std"]) / len(proj["std"]),
+               "hinge (proj.)": proj["mean_hinge"],
                "inv": last["invariance"], "var": last["variance"], "cov": last["covariance"],
                "train s": summary["train_seconds"], "run_dir": str(run_dir.relative_to(folder))}
         rows.append(row)
@@ -301,8 +282,10 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
         f"standardised features, {probe_epochs} epochs, top-1 on the test split.",
         "proj.: the expander output, the loss's input. eff. rank: exp(entropy of the normalised singular values) "
         "of the centred test matrix; it ignores scale, so read it with the mean std: a matrix whose stds are far "
-        "below the hinge target γ has collapsed whatever its rank. std<γ: share of dimensions whose std is below "
-        "the target; inv/var/cov: the unweighted loss terms, mean of the last 50 steps.",
+        "below the hinge target γ has collapsed whatever its rank. dead: share of dimensions whose std is below a "
+        "tenth of the median std (or 2√eps); hinge: mean of max(0, γ - std) over the projection's dimensions, the "
+        "variance term (a healthy run sits a little above 0, a collapsed one near γ); inv/var/cov: the unweighted "
+        "loss terms, mean of the last 50 steps.",
         f"Total time {time.perf_counter() - t0:.0f} s.",
     ]
     md, html = write_report(folder, experiment.title, intro, columns, rows, figures, notes)

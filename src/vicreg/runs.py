@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .backbones import input_size
 from .config import Config
 from .data import Batches, ImageDataset, load_dataset
 from .device import autocast_dtype, resolve_device
@@ -31,7 +31,7 @@ from .evaluate import (
     raw_pixel_features,
 )
 from .models import VICReg, build_model
-from .train import input_size_for, load_checkpoint, load_run_config
+from .rundir import EVAL, load_checkpoint, read_config, write_json
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "embed_run", "save_embeddings", "format_eval_table"]
 
@@ -74,7 +74,7 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     """Rebuild a run's model from config.yaml and checkpoint.pt, and load its dataset (no download unless the
     run's config asked for it). The model is in eval mode."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = read_config(run_dir)
     ckpt = load_checkpoint(run_dir, map_location="cpu")
     dev = resolve_device(device)
     dataset = load_dataset(cfg.data, log=log)
@@ -86,7 +86,7 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     channels_last = cfg.model.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return LoadedRun(run_dir, cfg, model, dataset, input_size_for(cfg, dataset, log), dev,
+    return LoadedRun(run_dir, cfg, model, dataset, input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log), dev,
                      autocast_dtype(cfg.train.precision, dev), channels_last, int(ckpt["step"]))
 
 
@@ -133,8 +133,7 @@ def evaluate_run(run_dir: LoadedRun | Path | str, device: str = "auto", ks: tupl
                      for name, lv in diag_levels.items() if lv in test_out},
         "extract_seconds": round(extract_s, 3), "seconds": round(time.perf_counter() - t0, 3),
     }
-    with open(run.run_dir / "eval.json", "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(run.run_dir / EVAL, report)
     return report
 
 
@@ -152,8 +151,9 @@ def format_eval_table(report: dict) -> str:
     if same:
         lines.append("* no head: the embedding is the representation")
     for lv, d in report["collapse"].items():
-        lines.append(f"collapse ({lv}, test): effective rank {d['effective_rank']:.1f} of {d['dim']}, "
-                     f"{100 * d['frac_below_target']:.0f}% of dimensions with std below the hinge target")
+        lines.append(f"collapse ({lv}, test): effective rank {d['effective_rank']:.1f} of {d['dim']}, median std "
+                     f"{d['median_std']:.2f}, {100 * d['dead_fraction']:.0f}% dead dimensions, mean hinge "
+                     f"{d['mean_hinge']:.2f}")
     return "\n".join(lines)
 
 

@@ -1,18 +1,15 @@
-"""The training loop: ``train(cfg)`` runs VICReg end to end and writes a run directory.
+"""The training loop: ``train(cfg)`` runs VICReg end to end and writes a run directory (see vicreg.rundir).
 
-A run directory holds::
+Read it top to bottom as a run goes:
 
-    config.yaml        the resolved configuration (all fields)
-    metrics.csv        one row per step: lr, loss and its three unweighted terms, images/s
-    knn.csv            k-NN accuracy of the embedding on the test split, per evaluation, with the training
-                       seconds so far (evaluation, diagnostics and checkpoints not counted)
-    diagnostics.jsonl  collapse diagnostics per epoch: per-dimension std, singular values, effective rank and
-                       the fraction of dimensions below the hinge target, of the embedding and the projection
-    tb/                TensorBoard event files (the same scalars)
-    checkpoint.pt      model, optimiser, scheduler, step and RNG states (written atomically)
-    summary.json       final k-NN accuracies (learned and raw pixels), time, images/s, compilation (seconds,
-                       mode, scope, the reason of a fallback to eager; its time is not in train_seconds)
-    log.txt            what was printed
+1. :func:`set_up` -- run directory, device, data on the device, model, augmentation, optimiser, the step;
+2. :func:`restore` -- a resumed run's weights, optimiser, step and RNG states from ``checkpoint.pt``;
+3. :func:`train_epoch` -- the steps of one epoch: learning rate, step (vicreg.step), metrics;
+4. :func:`end_of_epoch` -- collapse diagnostics, k-NN evaluation and a checkpoint, as ``train.*`` asks;
+5. :func:`finish` -- the raw-pixel k-NN baseline and ``summary.json``.
+
+What is built once lives in a :class:`Session`; what changes as the run goes (and what a checkpoint keeps)
+in a :class:`Progress`; the clock, the metrics files and the progress bar in a :class:`Meter`.
 
 ``train(cfg, resume=True)`` continues a stopped run from ``checkpoint.pt`` and reaches the same weights as
 an uninterrupted run (bit-identical on CPU). Ctrl-C finishes the current step, saves a checkpoint and
@@ -21,10 +18,6 @@ returns; a second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
 import signal
 import time
 from contextlib import contextmanager
@@ -33,28 +26,25 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
+from torch import nn
 
 from .augment import TemporalViews, TwoViews
-from .config import Config, config_from_dict, config_to_dict, save_yaml
+from .backbones import input_size
+from .config import Config
 from .data import Batches, ImageDataset, load_dataset, spread_subset
+from .data.dataset import channel_stats, stats_sample
 from .device import autocast_dtype, resolve_device, synchronize
-from .diagnostics import collapse_diagnostics
-from .evaluate import (
-    extract_features,
-    extract_outputs,
-    knn_accuracy,
-    raw_pixel_features,
-)
-from .models import BACKBONES, VICReg, build_model
+from .diagnostics import brief, collapse_diagnostics
+from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
+from .models import VICReg, build_model
 from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
+from .rundir import SUMMARY as SUMMARY_FILE
+from .rundir import MetricsWriter, RunLog, create_run_dir, load_checkpoint, save_checkpoint, write_json
 from .schedule import warmup_cosine
 from .step import Step, compiles_update
 
-__all__ = ["train", "RunResult", "load_checkpoint", "save_checkpoint", "resolve_device", "load_run_config"]
-
-METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "invariance", "variance", "covariance", "images_per_s"]
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["train", "RunResult", "Session", "Progress", "set_up", "restore", "train_epoch", "end_of_epoch",
+           "finish", "default_run_dir"]
 
 
 @dataclass
@@ -69,69 +59,161 @@ class RunResult:
     interrupted: bool = False
 
 
+@dataclass
+class Session:
+    """Everything :func:`set_up` builds for a run; fixed while it runs."""
+
+    cfg: Config
+    run_dir: Path
+    log: RunLog
+    device: torch.device
+    amp: torch.dtype | None  # autocast dtype, None for fp32
+    channels_last: bool
+    dataset: ImageDataset
+    input_size: int
+    labelled: bool  # k-NN evaluation needs labels in the bank and the test split
+    train_batches: Batches
+    bank_batches: Batches  # labelled training images: the k-NN bank
+    test_batches: Batches
+    diag_batches: Batches  # a fixed, evenly spread sample of the test split: collapse diagnostics
+    model: VICReg
+    augment: nn.Module
+    generator: torch.Generator  # the augmentations' randomness
+    optimizer: torch.optim.Optimizer
+    step_fn: Step
+    schedule: dict  # total_steps, warmup_steps, peak_lr, final_lr_ratio (saved in the checkpoint)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_batches)
+
+    @property
+    def total_steps(self) -> int:
+        return self.schedule["total_steps"]
+
+    def learning_rate(self, step: int) -> float:
+        s = self.schedule
+        return warmup_cosine(step, s["total_steps"], s["warmup_steps"], s["peak_lr"], s["final_lr_ratio"])
+
+
+@dataclass
+class Progress:
+    """What changes as the run goes; a checkpoint keeps step, knn and the training seconds."""
+
+    step: int = 0
+    knn: dict[int, float] = field(default_factory=dict)  # the latest k-NN evaluation
+    seconds_before: float = 0.0  # training seconds of earlier invocations (a resumed run)
+    collapse: str = ""  # the latest collapse diagnostics in a few words (progress bar, log)
+    collapse_final: dict = field(default_factory=dict)  # the latest diagnostics' scalars (summary.json)
+
+
 # --------------------------------------------------------------------------------------------
-# Small pieces
+# 1. Set-up
 # --------------------------------------------------------------------------------------------
 
 
-def channel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of (up to ``max_images`` of) a uint8 (N, C, H, W) tensor."""
-    x = images[:max_images].float().div_(255).transpose(0, 1).flatten(1)  # (C, N*H*W)
-    return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()
+def default_run_dir(cfg: Config) -> Path:
+    """train.out_dir/<name>, or train.out_dir/<preset>-<time>[-N] when no name is given."""
+    name = cfg.train.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(cfg.train.out_dir) / name
+    suffix = 1
+    while path.exists() and cfg.train.name is None:
+        suffix += 1
+        path = Path(cfg.train.out_dir) / f"{name}-{suffix}"
+    return path
 
 
-def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``: a crash never leaves a
-    half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _batches(cfg: Config, dataset: ImageDataset, device: torch.device, log: RunLog) -> tuple[Batches, ...]:
+    """uint8 batches on the device (or streamed): train (shuffled), bank, test and the diagnostics sample."""
+    t = cfg.train
+    if len(dataset.train) < t.batch_size:
+        raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(dataset.train)} training images")
+    common = dict(placement=cfg.data.placement, num_workers=cfg.data.num_workers,
+                  max_device_fraction=cfg.data.max_device_fraction, seed=t.seed, log=log)
+    eval_bs = max(256, t.batch_size)
+    return (Batches(dataset.train, t.batch_size, device, shuffle=True, drop_last=True, **common),
+            Batches(dataset.train_labeled, eval_bs, device, shuffle=False, drop_last=False, **common),
+            Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common),
+            Batches(spread_subset(dataset.test, t.diagnostics_samples), eval_bs, device, shuffle=False,
+                    drop_last=False, **common))
 
 
-def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
-    """Load a checkpoint without unpickling arbitrary objects (torch.load(weights_only=True))."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None]) -> Session:
+    """Run directory, device and seeds; data on the device; model, augmentation, optimiser and the step."""
+    create_run_dir(run_dir, cfg)
+    log = RunLog(run_dir, echo)
+    device = resolve_device(cfg.train.device)
+    amp = autocast_dtype(cfg.train.precision, device)
+    torch.manual_seed(cfg.train.seed)
+    channels_last = cfg.model.channels_last and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution kernels
+
+    dataset = load_dataset(cfg.data, log=log)
+    size = input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log)
+    batches = _batches(cfg, dataset, device, log)
+    mean, std = channel_stats(stats_sample(dataset, whole_clips=bool(cfg.data.temporal_offset)))
+
+    model = build_model(cfg.model, dataset.channels, mean, std).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.data.temporal_offset:  # two frames of a clip, up to temporal_offset apart, each augmented
+        augment = TemporalViews(cfg.augment, size, dataset.channels, cfg.data.temporal_offset).to(device)
+    else:  # two augmentations of one image
+        augment = TwoViews(cfg.augment, size).to(device)
+    labelled = bool((dataset.train_labeled.labels >= 0).any()) and bool((dataset.test.labels >= 0).any())
+    if not labelled:
+        log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.train.seed)
+    t = cfg.train
+    optimizer = build_optimizer(cfg.optim, model, t.batch_size, lr_tensor=compiles_update(t, device))
+    # both views in one call with per-view batch-norm statistics; compiled as train.compile asks (auto: CUDA)
+    step_fn = Step(model, cfg, optimizer, amp, channels_last, device, log)
+    steps_per_epoch = len(batches[0])
+    schedule = {"total_steps": t.epochs * steps_per_epoch,
+                "warmup_steps": round(cfg.optim.warmup_epochs * steps_per_epoch),
+                "peak_lr": peak_lr(cfg.optim, t.batch_size), "final_lr_ratio": cfg.optim.final_lr_ratio}
+    return Session(cfg, run_dir, log, device, amp, channels_last, dataset, size, labelled, *batches, model, augment,
+                   generator, optimizer, step_fn, schedule)
 
 
-def save_checkpoint(path: Path, cfg: Config, model: VICReg, optimizer: torch.optim.Optimizer, step: int,
-                    schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
-                    train_seconds: float = 0.0) -> None:
-    rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    atomic_save(
-        {
-            "format": 1,
-            "config": config_to_dict(cfg),
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {**schedule, "step": step},
-            "rng": rng,
-            "knn": {str(k): v for k, v in knn.items()},
-            "train_seconds": train_seconds,
-        },
-        path,
-    )
+def _describe(s: Session) -> str:
+    t = s.cfg.train
+    n_params = sum(p.numel() for p in s.model.parameters() if p.requires_grad)
+    return (f"run {s.run_dir}: {s.cfg.model.backbone} ({n_params / 1e6:.2f} M trainable parameters) on "
+            f"{s.dataset.name}, {s.input_size}x{s.input_size} input, {t.epochs} epochs x {s.steps_per_epoch} steps "
+            f"of {t.batch_size}, {s.device.type}{' bf16' if s.amp else ' fp32'}, "
+            f"data {'on the device' if s.train_batches.resident else 'streamed'}, "
+            + (f"compiled ({t.compile_scope}, {s.step_fn.mode})" if s.step_fn.enabled else "eager"))
 
 
-def load_run_config(run_dir: Path | str) -> Config:
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml in it)")
-    with open(path) as f:
-        return config_from_dict(yaml.safe_load(f))
+# --------------------------------------------------------------------------------------------
+# 2. Resume
+# --------------------------------------------------------------------------------------------
 
 
-class _TrainClock:
+def restore(s: Session) -> Progress:
+    """Weights, optimiser, step, RNG states, the last k-NN and the training seconds from checkpoint.pt."""
+    ckpt = load_checkpoint(s.run_dir, map_location=s.device)
+    s.model.load_state_dict(ckpt["model"])
+    load_optimizer_state(s.optimizer, ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    s.generator.set_state(ckpt["rng"]["augment"].cpu())
+    if "cuda" in ckpt["rng"] and s.device.type == "cuda":
+        torch.cuda.set_rng_state_all([state.cpu() for state in ckpt["rng"]["cuda"]])
+    p = Progress(step=int(ckpt["step"]), knn={int(k): v for k, v in ckpt["knn"].items()},
+                 seconds_before=float(ckpt.get("train_seconds", 0.0)))
+    s.log(f"resuming {s.run_dir} at step {p.step}/{s.total_steps} (epoch {p.step // s.steps_per_epoch})")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# The clock, the metrics and the bar
+# --------------------------------------------------------------------------------------------
+
+
+class TrainClock:
     """A stopwatch of training time: ``pause`` waits for the device's queued work before it stops."""
 
     def __init__(self, device: torch.device):
@@ -150,20 +232,42 @@ class _TrainClock:
         return self.total + (time.perf_counter() - self.since if self.since is not None else 0.0)
 
 
-class _Logger:
-    """Prints through tqdm (so the bar stays intact) and appends to log.txt."""
+class Meter:
+    """The training clock (paused for evaluation, diagnostics and checkpoints), the metrics files, the
+    progress bar and the throughput window between flushes."""
 
-    def __init__(self, path: Path, echo: Callable[[str], None]):
-        self.path, self.echo = path, echo
+    def __init__(self, s: Session, p: Progress):
+        from tqdm.auto import tqdm
 
-    def __call__(self, msg: str) -> None:
-        self.echo(msg)
-        with open(self.path, "a") as f:
-            f.write(msg + "\n")
+        self.batch_size = s.cfg.train.batch_size
+        self.metrics = MetricsWriter(s.run_dir, keep_until_step=p.step)
+        self.bar = tqdm(total=s.total_steps, initial=p.step, disable=None if s.cfg.train.progress else True,
+                        unit="step", dynamic_ncols=True)
+        self.clock = TrainClock(s.device)
+        self.wall_start = time.perf_counter()
+        self.window_time, self.window_step = self.wall_start, p.step
+
+    def flush(self, p: Progress, wait: bool = False) -> None:
+        """Write the steps' metrics (see MetricsWriter.flush) and show the latest in the bar."""
+        now = time.perf_counter()
+        ips = 2 * self.batch_size * (p.step - self.window_step) / max(now - self.window_time, 1e-9)
+        last = self.metrics.flush(ips, wait)
+        if last:
+            loss, inv, var, cov = last
+            self.bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} "
+                                     f"{p.collapse} {ips:,.0f} img/s", refresh=False)
+        self.restart_window(p.step)
+
+    def restart_window(self, step: int) -> None:
+        self.window_time, self.window_step = time.perf_counter(), step
+
+    def close(self) -> None:
+        self.bar.close()
+        self.metrics.close()
 
 
 @contextmanager
-def _stop_on_sigint():
+def stop_on_sigint():
     """The first Ctrl-C sets a flag that the loop reads after each step; a second one aborts at once."""
     flag = {"stop": False}
 
@@ -183,151 +287,118 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> None:
-    """Rewrite the CSV at ``path`` keeping the rows with step <= until_step; create it with ``header`` if
-    it does not exist and a header is given."""
-    rows: list[list[str]] = []
-    if path.exists():
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None) or header
-            rows = [r for r in reader if int(r[0]) <= until_step]
-    if header is None:
-        return
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+# --------------------------------------------------------------------------------------------
+# 3. One epoch of steps
+# --------------------------------------------------------------------------------------------
 
 
-def _keep_jsonl(path: Path, until_step: int) -> None:
-    """Rewrite the JSON-lines file at ``path`` keeping the records with step <= until_step."""
-    if not path.exists():
-        return
-    with open(path) as f:
-        records = [line for line in f if line.strip() and json.loads(line)["step"] <= until_step]
-    with open(path, "w") as f:
-        f.writelines(records)
+def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Callable[[int], None] | None) -> bool:
+    """The remaining steps of the epoch ``p.step`` is in; True when it ran to its end, False when a Ctrl-C
+    stopped it in the middle (at an epoch's end, the epoch's own work runs first)."""
+    epoch, first = divmod(p.step, s.steps_per_epoch)
+    meter.bar.set_description(f"epoch {epoch + 1}/{s.cfg.train.epochs}")
+    for images, _ in s.train_batches.epoch(epoch, start=first):
+        lr = s.learning_rate(p.step)
+        set_learning_rate(s.optimizer, lr)
+        if s.step_fn.pending:  # this call compiles: its time is counted apart from training
+            meter.clock.pause()
+            terms = s.step_fn(images, s.augment, s.generator)
+            meter.clock.start()
+        else:
+            terms = s.step_fn(images, s.augment, s.generator)
+        p.step += 1
+        meter.metrics.add(p.step, epoch + 1, lr, terms)
+        if p.step % s.cfg.train.log_every == 0:
+            meter.flush(p)
+        meter.bar.update(1)
+        if on_step is not None:
+            on_step(p.step)
+        if stop["stop"] and p.step % s.steps_per_epoch != 0:
+            return False
+    return True
 
 
-class _MetricsWriter:
-    """metrics.csv and TensorBoard. Step losses stay on the device until ``flush``.
-
-    On CUDA, ``flush`` only queues a copy of the window's losses into pinned host memory and writes the
-    window queued at the previous flush, whose copy finished long ago: the host never waits for the
-    device during training. ``flush(wait=True)`` (epoch ends, interrupts) writes everything now. On the
-    CPU every flush writes at once.
-    """
-
-    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
-        self.path, self.knn_path = run_dir / "metrics.csv", run_dir / "knn.csv"
-        self.diagnostics_path = run_dir / "diagnostics.jsonl"
-        # resuming: drop the rows written after the checkpoint, so the files read as one unbroken run
-        _keep_rows(self.path, keep_until_step, header=METRIC_COLUMNS)
-        _keep_rows(self.knn_path, keep_until_step)
-        _keep_jsonl(self.diagnostics_path, keep_until_step)
-        self.pending: list[tuple[int, int, float, torch.Tensor]] = []
-        self.queued: list[tuple] = []  # windows on their way to the host: (rows, host tensor, event, ips)
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=keep_until_step + 1)
-            except ImportError:  # tensorboard is a dependency; tolerate its absence in odd environments
-                self.tb = None
-
-    def add(self, step: int, epoch: int, lr: float, terms: torch.Tensor) -> None:
-        self.pending.append((step, epoch, lr, terms.detach()))
-
-    def flush(self, images_per_s: float, wait: bool = False) -> list[float]:
-        """Queue the pending rows and write the windows that are ready (all of them with ``wait`` or on the
-        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). Raises on a NaN loss."""
-        if self.pending:
-            values = torch.stack([t for *_, t in self.pending])
-            event = None
-            if values.is_cuda:
-                host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-                host.copy_(values, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                values = host
-            self.queued.append(([row[:3] for row in self.pending], values, event, images_per_s))
-            self.pending.clear()
-        keep = 0 if wait else 1 if self.queued and self.queued[-1][2] is not None else 0
-        last: list[float] = []
-        while len(self.queued) > keep:
-            last = self._write(*self.queued.pop(0))
-        return last
-
-    def _write(self, rows: list[tuple[int, int, float]], values: torch.Tensor, event,
-               images_per_s: float) -> list[float]:
-        if event is not None:
-            event.synchronize()  # long done unless wait=True
-        values = values.tolist()
-        with open(self.path, "a", newline="") as f:
-            w = csv.writer(f)
-            for (step, epoch, lr), v in zip(rows, values):
-                if not all(math.isfinite(x) for x in v):
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step} (loss, invariance, variance, covariance = "
-                        f"{v}); the last checkpoint is intact. Lower optim.lr or check the data for NaN")
-                w.writerow([step, epoch, f"{lr:.6g}", *(f"{x:.6g}" for x in v), f"{images_per_s:.1f}"])
-                if self.tb is not None:
-                    for name, x in zip(METRIC_COLUMNS[3:7], v):
-                        self.tb.add_scalar(f"loss/{name}", x, step)
-                    self.tb.add_scalar("lr", lr, step)
-        if self.tb is not None:
-            self.tb.add_scalar("images_per_s", images_per_s, rows[-1][0])
-        return values[-1]
-
-    def knn(self, step: int, epoch: float, train_seconds: float, acc: dict[int, float]) -> None:
-        new = not self.knn_path.exists()
-        with open(self.knn_path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["step", "epoch", "train_seconds", *(f"knn@{k}" for k in acc)])
-            w.writerow([step, f"{epoch:.3f}", f"{train_seconds:.2f}", *(f"{v:.2f}" for v in acc.values())])
-        if self.tb is not None:
-            for k, v in acc.items():
-                self.tb.add_scalar(f"knn/top1@{k}", v, step)
-
-    def diagnostics(self, record: dict) -> None:
-        with open(self.diagnostics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for level in ("embedding", "projection"):
-                self.tb.add_scalar(f"collapse/{level}_effective_rank", record[level]["effective_rank"], record["step"])
-                self.tb.add_scalar(f"collapse/{level}_frac_below_target", record[level]["frac_below_target"],
-                                   record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+# --------------------------------------------------------------------------------------------
+# 4. End of an epoch: diagnostics, evaluation, checkpoint
+# --------------------------------------------------------------------------------------------
 
 
-def _run_dir(cfg: Config) -> Path:
-    name = cfg.train.name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = Path(cfg.train.out_dir) / name
-    suffix = 1
-    while path.exists() and cfg.train.name is None:
-        suffix += 1
-        path = Path(cfg.train.out_dir) / f"{name}-{suffix}"
-    return path
+def evaluate_knn(s: Session) -> dict[int, float]:
+    """Weighted k-NN top-1 (%) of the embedding: training bank -> test split ({} without labels)."""
+    if not s.labelled:
+        return {}
+    bank = extract_features(s.model, s.bank_batches.epoch(0), s.input_size, s.amp, s.channels_last)
+    test = extract_features(s.model, s.test_batches.epoch(0), s.input_size, s.amp, s.channels_last)
+    t = s.cfg.train
+    return knn_accuracy(*bank, *test, ks=t.knn_k, temperature=t.knn_temperature)
 
 
-def input_size_for(cfg: Config, dataset: ImageDataset, log: Callable[[str], None]) -> int:
-    """The side of the images fed to the model: data.image_size or the native size, raised to the
-    backbone's minimum (said once in the log)."""
-    size = cfg.data.image_size or dataset.image_size
-    min_size = BACKBONES[cfg.model.backbone].min_size
-    if size < min_size:
-        log(f"resizing {size}x{size} images to {min_size}x{min_size}: backbone {cfg.model.backbone} needs at least "
-            f"{min_size}x{min_size}")
-        size = min_size
-    elif size != dataset.image_size:
-        log(f"resizing {dataset.image_size}x{dataset.image_size} images to {size}x{size} (data.image_size)")
-    return size
+def diagnose(s: Session, p: Progress, metrics: MetricsWriter, epoch_done: int) -> None:
+    """Collapse diagnostics of the embedding and the projection of the fixed test sample: diagnostics.jsonl,
+    and a few words in ``p.collapse``."""
+    outputs, _ = extract_outputs(s.model, s.diag_batches.epoch(0), s.input_size, s.amp, s.channels_last,
+                                 ("embedding", "projection"))
+    found = {level: collapse_diagnostics(z, s.cfg.loss.gamma, s.cfg.loss.eps) for level, z in outputs.items()}
+    metrics.diagnostics({"step": p.step, "epoch": epoch_done, "target": s.cfg.loss.gamma,
+                         **{level: d.to_dict() for level, d in found.items()}})
+    p.collapse_final = {level: d.scalars() for level, d in found.items()}
+    p.collapse = brief(found["embedding"], found["projection"])
+
+
+def checkpoint(s: Session, p: Progress, seconds: float) -> None:
+    save_checkpoint(s.run_dir, s.cfg, s.model, s.optimizer, p.step, s.schedule, s.generator, p.knn,
+                    p.seconds_before + seconds)
+
+
+def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int) -> None:
+    """What train.* asks for after ``epoch_done`` epochs (the last one does everything), off the clock."""
+    t = s.cfg.train
+    last = epoch_done == t.epochs
+    if last or (t.diagnostics_every and epoch_done % t.diagnostics_every == 0):
+        diagnose(s, p, meter.metrics, epoch_done)
+    if last or (t.knn_every and epoch_done % t.knn_every == 0):
+        p.knn = evaluate_knn(s)
+        if p.knn:
+            meter.metrics.knn(p.step, epoch_done, p.seconds_before + meter.clock.seconds(), p.knn)
+        parts = ["k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in p.knn.items())] if p.knn else []
+        parts += [p.collapse] if p.collapse else []
+        s.log(f"epoch {epoch_done}: " + "; ".join(parts))
+    if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
+        checkpoint(s, p, meter.clock.seconds())
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Finish
+# --------------------------------------------------------------------------------------------
+
+
+def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
+    """The run's result; when it ran to its end, the raw-pixel k-NN baseline and summary.json too."""
+    t = s.cfg.train
+    seconds = meter.clock.seconds()
+    interrupted = p.step < s.total_steps
+    result = RunResult(s.run_dir, p.step, p.step / s.steps_per_epoch, p.knn, {}, seconds,
+                       2 * t.batch_size * (p.step - start_step) / max(seconds, 1e-9), interrupted)
+    if interrupted:
+        return result
+    if s.labelled:
+        train_px = raw_pixel_features(s.bank_batches.epoch(0))
+        test_px = raw_pixel_features(s.test_batches.epoch(0))
+        result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
+    f = s.step_fn
+    write_json(s.run_dir / SUMMARY_FILE, {
+        "run_dir": str(s.run_dir), "steps": p.step, "epochs": t.epochs,
+        "train_seconds": round(p.seconds_before + seconds, 2),
+        "wall_seconds": round(time.perf_counter() - meter.wall_start, 2),
+        "images_per_s": round(result.images_per_s, 1), "device": str(s.device),
+        "knn": {str(k): v for k, v in p.knn.items()},
+        "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()},
+        "collapse": p.collapse_final,
+        # compilation of this invocation, counted apart from train_seconds
+        "compile": {"enabled": f.enabled, "mode": f.mode if f.enabled else None,
+                    "scope": t.compile_scope if f.enabled else None,
+                    "seconds": round(f.compile_seconds, 2), "fallback": f.fallback}})
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,200 +412,31 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
 
     resume: continue from run_dir/checkpoint.pt (the config must be the run's own).
     on_step: called with the step number after every optimisation step (tests, custom hooks).
+    echo: where log lines are printed (default: tqdm.write, which keeps the bar intact).
     """
     from tqdm.auto import tqdm
 
-    # ---- 1. run directory, device, seeds ---------------------------------------------------
-    run_dir = Path(run_dir) if run_dir is not None else _run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = _Logger(run_dir / "log.txt", echo or tqdm.write)
-    save_yaml(cfg, run_dir / "config.yaml")
-    device = resolve_device(cfg.train.device)
-    amp = autocast_dtype(cfg.train.precision, device)
-    torch.manual_seed(cfg.train.seed)
-    channels_last = cfg.model.channels_last and device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution kernels
-
-    # ---- 2. data: uint8 tensors on the device, batches sliced from a permutation -------------
-    dataset = load_dataset(cfg.data, log=log)
-    input_size = input_size_for(cfg, dataset, log)
-    t = cfg.train
-    if len(dataset.train) < t.batch_size:
-        raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(dataset.train)} training images")
-    common = dict(placement=cfg.data.placement, num_workers=cfg.data.num_workers,
-                  max_device_fraction=cfg.data.max_device_fraction, seed=t.seed, log=log)
-    train_batches = Batches(dataset.train, t.batch_size, device, shuffle=True, drop_last=True, **common)
-    eval_bs = max(256, t.batch_size)
-    bank_batches = Batches(dataset.train_labeled, eval_bs, device, shuffle=False, drop_last=False, **common)
-    test_batches = Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common)
-    diag_batches = Batches(spread_subset(dataset.test, t.diagnostics_samples), eval_bs, device, shuffle=False,
-                           drop_last=False, **common)
-    # temporal views train on whole clips (T frames stacked on the channel axis): statistics come from frames
-    stats_images = dataset.train_labeled.images if cfg.data.temporal_offset else dataset.train.images
-    if stats_images is None:  # streamed: about a thousand images spread over the split
-        every = max(1, len(dataset.train) // 1000)
-        stats_images = torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train), every)])
-    mean, std = channel_stats(stats_images)
-
-    # ---- 3. model, augmentation, optimiser ---------------------------------------------------
-    model = build_model(cfg.model, dataset.channels, mean, std).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.data.temporal_offset:  # two frames of a clip, up to temporal_offset apart, each augmented
-        augment = TemporalViews(cfg.augment, input_size, dataset.channels, cfg.data.temporal_offset).to(device)
-    else:  # two augmentations of one image
-        augment = TwoViews(cfg.augment, input_size).to(device)
-    labelled = bool((dataset.train_labeled.labels >= 0).any()) and bool((dataset.test.labels >= 0).any())
-    if not labelled:
-        log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
-    generator = torch.Generator(device=device)
-    generator.manual_seed(t.seed)
-    optimizer = build_optimizer(cfg.optim, model, t.batch_size, lr_tensor=compiles_update(t, device))
-    # both views in one call with per-view batch-norm statistics; compiled as train.compile asks (auto: CUDA)
-    step_fn = Step(model, cfg, optimizer, amp, channels_last, device, log)
-    steps_per_epoch = len(train_batches)
-    total_steps = t.epochs * steps_per_epoch
-    schedule = {"total_steps": total_steps, "warmup_steps": round(cfg.optim.warmup_epochs * steps_per_epoch),
-                "peak_lr": peak_lr(cfg.optim, t.batch_size), "final_lr_ratio": cfg.optim.final_lr_ratio}
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    # ---- 4. resume -----------------------------------------------------------------------------
-    step, knn, train_seconds = 0, {}, 0.0
-    if resume:
-        ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        step = int(ckpt["step"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        generator.set_state(ckpt["rng"]["augment"].cpu())
-        if "cuda" in ckpt["rng"] and device.type == "cuda":
-            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
-        knn = {int(k): v for k, v in ckpt["knn"].items()}
-        train_seconds = float(ckpt.get("train_seconds", 0.0))
-        log(f"resuming {run_dir} at step {step}/{total_steps} (epoch {step // steps_per_epoch})")
-    metrics = _MetricsWriter(run_dir, keep_until_step=step)
-    log(f"run {run_dir}: {cfg.model.backbone} ({n_params / 1e6:.2f} M trainable parameters) on {dataset.name}, "
-        f"{input_size}x{input_size} input, {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size}, "
-        f"{device.type}{' bf16' if amp else ' fp32'}, "
-        f"data {'on the device' if train_batches.resident else 'streamed'}, "
-        + (f"compiled ({t.compile_scope}, {step_fn.mode})" if step_fn.enabled else "eager"))
-
-    def evaluate() -> dict[int, float]:
-        if not labelled:
-            return {}
-        bank = extract_features(model, bank_batches.epoch(0), input_size, amp, channels_last)
-        test = extract_features(model, test_batches.epoch(0), input_size, amp, channels_last)
-        return knn_accuracy(*bank, *test, ks=t.knn_k, temperature=t.knn_temperature)
-
-    def diagnose(epoch_done: int) -> str:
-        """Collapse diagnostics of the embedding and the projection of a fixed test sample; returns a summary."""
-        outputs, _ = extract_outputs(model, diag_batches.epoch(0), input_size, amp, channels_last,
-                                     ("embedding", "projection"))
-        found = {level: collapse_diagnostics(z, cfg.loss.gamma, cfg.loss.eps) for level, z in outputs.items()}
-        metrics.diagnostics({"step": step, "epoch": epoch_done, "target": cfg.loss.gamma,
-                             **{level: d.to_dict() for level, d in found.items()}})
-        collapse["final"] = {level: {"dim": d.dim, "effective_rank": d.effective_rank,
-                                     "frac_below_target": d.frac_below_target} for level, d in found.items()}
-        e = found["embedding"]
-        return f"rank {e.effective_rank:.1f}/{e.dim} low-std {100 * e.frac_below_target:.0f}%"
-
-    def checkpoint() -> None:
-        save_checkpoint(run_dir / CHECKPOINT, cfg, model, optimizer, step, schedule, generator, knn,
-                        train_seconds + clock.seconds())
-
-    # ---- 5. the loop ---------------------------------------------------------------------------
-    start_step, interrupted = step, False
-    bar = tqdm(total=total_steps, initial=step, disable=None if t.progress else True, unit="step", dynamic_ncols=True)
-    clock = _TrainClock(device)  # training time only: paused for evaluation, diagnostics and checkpoints
-    wall_start = time.perf_counter()
-    window = {"time": wall_start, "step": step}  # throughput window between flushes
-    collapse = {"summary": ""}  # the latest diagnostics, shown in the progress bar
-
-    def flush(wait: bool = False) -> None:
-        now = time.perf_counter()
-        ips = 2 * t.batch_size * (step - window["step"]) / max(now - window["time"], 1e-9)
-        last = metrics.flush(ips, wait)
-        if last:
-            loss, inv, var, cov = last
-            bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} "
-                                f"{collapse['summary']} {ips:,.0f} img/s", refresh=False)
-        window.update(time=now, step=step)
-
-    model.train()
-    clock.start()
+    s = set_up(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg), echo or tqdm.write)
+    p = restore(s) if resume else Progress()
+    meter = Meter(s, p)
+    s.log(_describe(s))
+    start_step = p.step
+    s.model.train()
+    meter.clock.start()
     try:
-        with _stop_on_sigint() as stop:
-            while step < total_steps and not stop["stop"]:
-                epoch, first = divmod(step, steps_per_epoch)
-                bar.set_description(f"epoch {epoch + 1}/{t.epochs}")
-                for images, _ in train_batches.epoch(epoch, start=first):
-                    lr = warmup_cosine(step, total_steps, schedule["warmup_steps"], schedule["peak_lr"],
-                                       schedule["final_lr_ratio"])
-                    set_learning_rate(optimizer, lr)
-                    if step_fn.pending:  # this call compiles: its time is counted apart from training
-                        clock.pause()
-                        terms = step_fn(images, augment, generator)
-                        clock.start()
-                    else:
-                        terms = step_fn(images, augment, generator)
-                    step += 1
-                    metrics.add(step, epoch + 1, lr, terms)
-                    if step % t.log_every == 0:
-                        flush()
-                    bar.update(1)
-                    if on_step is not None:
-                        on_step(step)
-                    if stop["stop"] and step % steps_per_epoch != 0:
-                        break  # mid-epoch stop; at an epoch's end the epoch's own work runs first
-                else:  # the epoch ran to its end
-                    clock.pause()
-                    flush(wait=True)
-                    epoch_done = epoch + 1
-                    last = epoch_done == t.epochs
-                    if last or (t.diagnostics_every and epoch_done % t.diagnostics_every == 0):
-                        collapse["summary"] = diagnose(epoch_done)
-                    if last or (t.knn_every and epoch_done % t.knn_every == 0):
-                        knn = evaluate()
-                        if knn:
-                            metrics.knn(step, epoch_done, train_seconds + clock.seconds(), knn)
-                        parts = ["k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in knn.items())] if knn else []
-                        parts += [f"embedding {collapse['summary']}"] if collapse["summary"] else []
-                        log(f"epoch {epoch_done}: " + "; ".join(parts))
-                    if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
-                        checkpoint()
-                    window.update(time=time.perf_counter(), step=step)  # evaluation time is not training time
-                    clock.start()
-            clock.pause()
-            if stop["stop"] and step < total_steps:
-                interrupted = True
-                flush(wait=True)
-                checkpoint()
-                log(f"interrupted at step {step}: checkpoint saved; resume with: vicreg train --resume {run_dir}")
+        with stop_on_sigint() as stop:
+            while p.step < s.total_steps and not stop["stop"]:
+                if train_epoch(s, p, meter, stop, on_step):
+                    meter.clock.pause()
+                    meter.flush(p, wait=True)
+                    end_of_epoch(s, p, meter, p.step // s.steps_per_epoch)
+                    meter.restart_window(p.step)  # evaluation time is not training time
+                    meter.clock.start()
+            meter.clock.pause()
+            if stop["stop"] and p.step < s.total_steps:
+                meter.flush(p, wait=True)
+                checkpoint(s, p, meter.clock.seconds())
+                s.log(f"interrupted at step {p.step}: checkpoint saved; resume with: vicreg train --resume {s.run_dir}")
     finally:
-        bar.close()
-        metrics.close()
-    seconds = clock.seconds()
-
-    # ---- 6. summary ----------------------------------------------------------------------------
-    result = RunResult(run_dir, step, step / steps_per_epoch, knn, {}, seconds,
-                       2 * t.batch_size * (step - start_step) / max(seconds, 1e-9), interrupted)
-    if not interrupted:
-        if labelled:
-            train_px = raw_pixel_features(bank_batches.epoch(0))
-            test_px = raw_pixel_features(test_batches.epoch(0))
-            result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
-        summary = {"run_dir": str(run_dir), "steps": step, "epochs": t.epochs,
-                   "train_seconds": round(train_seconds + seconds, 2),
-                   "wall_seconds": round(time.perf_counter() - wall_start, 2),
-                   "images_per_s": round(result.images_per_s, 1), "device": str(device),
-                   "knn": {str(k): v for k, v in knn.items()},
-                   "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()},
-                   "collapse": collapse.get("final", {}),
-                   # compilation of this invocation, counted apart from train_seconds
-                   "compile": {"enabled": step_fn.enabled, "mode": step_fn.mode if step_fn.enabled else None,
-                               "scope": t.compile_scope if step_fn.enabled else None,
-                               "seconds": round(step_fn.compile_seconds, 2), "fallback": step_fn.fallback}}
-        with open(run_dir / "summary.json", "w") as f:
-            json.dump(summary, f, indent=2)
-    return result
+        meter.close()
+    return finish(s, p, meter, start_step)

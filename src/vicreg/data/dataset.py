@@ -83,3 +83,20 @@ def spread_subset(split: Split, n: int) -> Split:
         return Split(split.labels[idx], split.images[idx])
     return Split(split.labels[idx], None, torch.utils.data.Subset(split.source, idx.tolist()))
 
+
+
+def stats_sample(dataset: ImageDataset, whole_clips: bool = False, streamed_count: int = 1000) -> torch.Tensor:
+    """The uint8 images the input normalisation is measured on: the training split (the labelled frames when
+    training on whole clips, whose channels stack frames), or about ``streamed_count`` images spread over a
+    streamed split."""
+    images = dataset.train_labeled.images if whole_clips else dataset.train.images
+    if images is not None:
+        return images
+    every = max(1, len(dataset.train) // streamed_count)
+    return torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train), every)])
+
+
+def channel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of (up to ``max_images`` of) a uint8 (N, C, H, W) tensor."""
+    x = images[:max_images].float().div_(255).transpose(0, 1).flatten(1)  # (C, N*H*W)
+    return x.mean(dim=1).tolist(), x.std(dim=1).clamp_min(1e-3).tolist()

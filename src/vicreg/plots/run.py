@@ -1,0 +1,49 @@
+"""``plot_run(run_dir)``: every figure that applies to one run, written to run_dir/plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..rundir import PLOTS, read_config_dict, read_diagnostics, read_knn, read_metrics, read_summary
+from .embeddings import check_outputs, embedding_map, fig_scatter2d, fig_tsne
+from .style import save_figure
+from .training import fig_collapse_over_training, fig_knn, fig_loss_curves, fig_spectrum
+
+
+def run_title(run_dir: Path) -> str:
+    """'name (preset, dataset)' from the run's config; just the folder name without one."""
+    cfg = read_config_dict(run_dir)
+    extra = [v for v in (cfg.get("preset"), (cfg.get("data") or {}).get("dataset")) if v]
+    return f"{run_dir.name} ({', '.join(map(str, extra))})" if extra else run_dir.name
+
+
+def plot_run(run_dir: Path | str, outputs: Mapping[str, np.ndarray] | None = None,
+             class_names: Sequence[str] | None = None, out_dir: Path | str | None = None, window: int = 200,
+             tsne_points: int = 10_000, seed: int = 0, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Write the figures that apply to ``run_dir`` into ``out_dir`` (default run_dir/plots); see the module
+    docstring for the list. ``outputs``: the test split's {"embedding": (N, E), "labels": (N,), ...}.
+    Scatter plots are PNG only (thousands of points); ``formats`` applies to the line plots."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / PLOTS
+    name = run_title(run_dir)
+    written = save_figure(fig_loss_curves(read_metrics(run_dir), window, title=name), out / "loss", formats)
+    knn = read_knn(run_dir)
+    if knn is not None:
+        raw = read_summary(run_dir).get("knn_raw_pixels")
+        written += save_figure(fig_knn(knn, raw, title=name), out / "knn", formats)
+    entries = read_diagnostics(run_dir)
+    if entries:
+        written += save_figure(fig_spectrum(entries[-1], title=name), out / "spectrum", formats)
+        written += save_figure(fig_collapse_over_training(entries, title=name), out / "collapse", formats)
+    if outputs is not None:
+        z, y = check_outputs(outputs)
+        xy, y, what = embedding_map(z, y, tsne_points, seed)
+        if z.shape[1] == 2:
+            fig, stem = fig_scatter2d(xy, y, class_names, f"{name}: test split, {what}"), "embedding2d"
+        else:
+            fig, stem = fig_tsne(xy, y, class_names, f"{name}: test split, {what}"), "tsne"
+        written += save_figure(fig, out / stem, ("png",))
+    return written

@@ -1,0 +1,381 @@
+"""The run directory: the one owner of its layout, and of reading and writing every file in it.
+
+A run directory holds::
+
+    run.json           the format version of the directory (RUN_FORMAT) and the vicreg version that wrote it
+    config.yaml        the resolved configuration (all fields)
+    metrics.csv        one row per step: lr, loss and its three unweighted terms, images/s
+    knn.csv            k-NN accuracy of the embedding on the test split, per evaluation, with the training
+                       seconds so far (evaluation, diagnostics and checkpoints not counted)
+    diagnostics.jsonl  collapse diagnostics per epoch (vicreg.diagnostics), of the embedding and the projection
+    tb/                TensorBoard event files (the same scalars)
+    checkpoint.pt      model, optimiser, scheduler, step and RNG states (written atomically)
+    summary.json       final k-NN accuracies (learned and raw pixels), time, images/s, compilation
+    log.txt            what was printed
+    eval.json, plots/  written by ``vicreg eval`` and ``vicreg plot``
+    predictor/         the world model's predictor (vicreg.worldmodel): config.yaml, checkpoint, history, eval
+
+Runs written before ``run.json`` existed have the same layout: they read as format 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .config import Config, config_from_dict, config_to_dict, save_yaml
+
+__all__ = ["RUN_FORMAT", "create_run_dir", "run_format", "read_config", "read_config_dict", "same_config",
+           "is_finished", "read_metrics", "read_knn", "read_diagnostics", "read_summary", "write_json",
+           "atomic_save", "load_checkpoint", "save_checkpoint", "trim_to_step", "MetricsWriter", "RunLog"]
+
+RUN_FORMAT = 1  # bump when a file's meaning changes; readers refuse runs of a newer format
+
+FORMAT = "run.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+KNN = "knn.csv"
+DIAGNOSTICS = "diagnostics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.txt"
+TENSORBOARD = "tb"
+EVAL = "eval.json"
+PLOTS = "plots"
+PREDICTOR = "predictor"  # the world model's folder, holding config.yaml, eval.json and:
+PREDICTOR_WEIGHTS = "predictor.pt"
+PREDICTOR_ENCODER = "encoder.pt"  # the encoder after joint training
+PREDICTOR_HISTORY = "history.csv"
+
+METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "invariance", "variance", "covariance", "images_per_s"]
+LOSS_COLUMNS = METRIC_COLUMNS[3:7]
+
+
+# --------------------------------------------------------------------------------------------
+# Format and config
+# --------------------------------------------------------------------------------------------
+
+
+def create_run_dir(run_dir: Path | str, cfg: Config) -> Path:
+    """Make ``run_dir`` (or keep it, when resuming) and write run.json and config.yaml into it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / FORMAT, {"format": RUN_FORMAT, "vicreg": __version__})
+    save_yaml(cfg, run_dir / CONFIG)
+    return run_dir
+
+
+def run_format(run_dir: Path | str) -> int:
+    """The run's format version (1 for runs written before run.json existed); a newer one raises."""
+    path = Path(run_dir) / FORMAT
+    found = int(json.loads(path.read_text()).get("format", 1)) if path.exists() else 1
+    if found > RUN_FORMAT:
+        raise ValueError(f"{run_dir} has run format {found}, newer than this vicreg reads ({RUN_FORMAT}): "
+                         f"upgrade vicreg to read it")
+    return found
+
+
+def read_config(run_dir: Path | str) -> Config:
+    """The run's config.yaml as a validated Config."""
+    run_format(run_dir)
+    return config_from_dict(_config_yaml(Path(run_dir), required=True))
+
+
+def read_config_dict(run_dir: Path | str) -> dict:
+    """The run's config.yaml as a plain dict ({} without one): for titles and labels."""
+    return _config_yaml(Path(run_dir), required=False)
+
+
+def _config_yaml(run_dir: Path, required: bool) -> dict:
+    path = run_dir / CONFIG
+    if not path.exists():
+        if required:
+            raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG} in it)")
+        return {}
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def same_config(run_dir: Path | str, cfg: Config) -> bool:
+    """Does run_dir hold a run of exactly this config (train.progress aside)?"""
+    saved = read_config_dict(run_dir)
+    if not saved:
+        return False
+
+    def strip(d: dict) -> dict:
+        return {**d, "train": {k: v for k, v in d["train"].items() if k != "progress"}}
+
+    return strip(saved) == strip(config_to_dict(cfg))
+
+
+def is_finished(run_dir: Path | str, cfg: Config) -> bool:
+    """A finished run of exactly this config (summary.json written)."""
+    return (Path(run_dir) / SUMMARY).exists() and same_config(run_dir, cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a numeric CSV with a header row, as float arrays (empty arrays when there are no rows)."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"{path} is empty (no header row)")
+        rows = [r for r in reader if r]
+    values = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def read_metrics(run_dir: Path | str) -> dict[str, np.ndarray]:
+    """metrics.csv as {column: (n_steps,) float array}: step, epoch, lr, loss, invariance, variance, ..."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {METRICS} in it)")
+    return _read_csv(path)
+
+
+def read_knn(run_dir: Path | str) -> dict[str, np.ndarray] | None:
+    """knn.csv as {column: (n_evals,) array} (step, epoch, knn@K for each K); None without evaluations."""
+    path = Path(run_dir) / KNN
+    if not path.exists():
+        return None
+    knn = _read_csv(path)
+    return knn if len(knn["step"]) else None
+
+
+def read_diagnostics(run_dir: Path | str) -> list[dict]:
+    """The entries of diagnostics.jsonl in order; [] when the file is missing. A truncated last line (the run
+    was killed while writing it) is skipped; a malformed line elsewhere raises."""
+    path = Path(run_dir) / DIAGNOSTICS
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}, line {i + 1} is not valid JSON: {e}") from None
+    return entries
+
+
+def read_summary(run_dir: Path | str) -> dict:
+    """summary.json ({} until the run has finished)."""
+    path = Path(run_dir) / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """JSON to a temporary file, then renamed over ``path``: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``: a crash never leaves a
+    half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+    """Load a checkpoint (a run directory or the file) without unpickling arbitrary objects
+    (torch.load(weights_only=True))."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    step: int, schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
+                    train_seconds: float = 0.0) -> None:
+    """Everything a resumed run needs, written atomically to run_dir/checkpoint.pt."""
+    rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    atomic_save(
+        {
+            "format": 1,
+            "config": config_to_dict(cfg),
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {**schedule, "step": step},
+            "rng": rng,
+            "knn": {str(k): v for k, v in knn.items()},
+            "train_seconds": train_seconds,
+        },
+        Path(run_dir) / CHECKPOINT,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing during training
+# --------------------------------------------------------------------------------------------
+
+
+def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> None:
+    """Rewrite the CSV at ``path`` keeping the rows with step <= until_step; create it with ``header`` if
+    it does not exist and a header is given."""
+    rows: list[list[str]] = []
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None) or header
+            rows = [r for r in reader if int(r[0]) <= until_step]
+    if header is None:
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _keep_jsonl(path: Path, until_step: int) -> None:
+    """Rewrite the JSON-lines file at ``path`` keeping the records with step <= until_step."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        records = [line for line in f if line.strip() and json.loads(line)["step"] <= until_step]
+    with open(path, "w") as f:
+        f.writelines(records)
+
+
+def trim_to_step(run_dir: Path, step: int) -> None:
+    """Drop the rows written after ``step`` (a resumed run's checkpoint), so the files read as one unbroken
+    run; creates metrics.csv with its header when missing."""
+    _keep_rows(run_dir / METRICS, step, header=METRIC_COLUMNS)
+    _keep_rows(run_dir / KNN, step)
+    _keep_jsonl(run_dir / DIAGNOSTICS, step)
+
+
+class RunLog:
+    """Prints through ``echo`` (tqdm.write keeps a progress bar intact) and appends to log.txt."""
+
+    def __init__(self, run_dir: Path, echo: Callable[[str], None]):
+        self.path, self.echo = Path(run_dir) / LOG, echo
+
+    def __call__(self, msg: str) -> None:
+        self.echo(msg)
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")
+
+
+class MetricsWriter:
+    """metrics.csv, knn.csv, diagnostics.jsonl and TensorBoard. Step losses stay on the device until ``flush``.
+
+    On CUDA, ``flush`` only queues a copy of the window's losses into pinned host memory and writes the
+    window queued at the previous flush, whose copy finished long ago: the host never waits for the
+    device during training. ``flush(wait=True)`` (epoch ends, interrupts) writes everything now. On the
+    CPU every flush writes at once.
+    """
+
+    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
+        self.path, self.knn_path = run_dir / METRICS, run_dir / KNN
+        self.diagnostics_path = run_dir / DIAGNOSTICS
+        trim_to_step(run_dir, keep_until_step)
+        self.pending: list[tuple[int, int, float, torch.Tensor]] = []
+        self.queued: list[tuple] = []  # windows on their way to the host: (rows, host tensor, event, ips)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / TENSORBOARD), purge_step=keep_until_step + 1)
+            except ImportError:  # tensorboard is a dependency; tolerate its absence in odd environments
+                self.tb = None
+
+    def add(self, step: int, epoch: int, lr: float, terms: torch.Tensor) -> None:
+        self.pending.append((step, epoch, lr, terms.detach()))
+
+    def flush(self, images_per_s: float, wait: bool = False) -> list[float]:
+        """Queue the pending rows and write the windows that are ready (all of them with ``wait`` or on the
+        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). Raises on a NaN loss."""
+        if self.pending:
+            values = torch.stack([t for *_, t in self.pending])
+            event = None
+            if values.is_cuda:
+                host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+                host.copy_(values, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                values = host
+            self.queued.append(([row[:3] for row in self.pending], values, event, images_per_s))
+            self.pending.clear()
+        keep = 0 if wait else 1 if self.queued and self.queued[-1][2] is not None else 0
+        last: list[float] = []
+        while len(self.queued) > keep:
+            last = self._write(*self.queued.pop(0))
+        return last
+
+    def _write(self, rows: list[tuple[int, int, float]], values: torch.Tensor, event,
+               images_per_s: float) -> list[float]:
+        if event is not None:
+            event.synchronize()  # long done unless wait=True
+        values = values.tolist()
+        with open(self.path, "a", newline="") as f:
+            w = csv.writer(f)
+            for (step, epoch, lr), v in zip(rows, values):
+                if not all(math.isfinite(x) for x in v):
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step} (loss, invariance, variance, covariance = "
+                        f"{v}); the last checkpoint is intact. Lower optim.lr or check the data for NaN")
+                w.writerow([step, epoch, f"{lr:.6g}", *(f"{x:.6g}" for x in v), f"{images_per_s:.1f}"])
+                if self.tb is not None:
+                    for name, x in zip(LOSS_COLUMNS, v):
+                        self.tb.add_scalar(f"loss/{name}", x, step)
+                    self.tb.add_scalar("lr", lr, step)
+        if self.tb is not None:
+            self.tb.add_scalar("images_per_s", images_per_s, rows[-1][0])
+        return values[-1]
+
+    def knn(self, step: int, epoch: float, train_seconds: float, acc: dict[int, float]) -> None:
+        new = not self.knn_path.exists()
+        with open(self.knn_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "epoch", "train_seconds", *(f"knn@{k}" for k in acc)])
+            w.writerow([step, f"{epoch:.3f}", f"{train_seconds:.2f}", *(f"{v:.2f}" for v in acc.values())])
+        if self.tb is not None:
+            for k, v in acc.items():
+                self.tb.add_scalar(f"knn/top1@{k}", v, step)
+
+    def diagnostics(self, record: dict) -> None:
+        with open(self.diagnostics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for level in ("embedding", "projection"):
+                for key in ("effective_rank", "median_std", "dead_fraction", "mean_hinge"):
+                    self.tb.add_scalar(f"collapse/{level}_{key}", record[level][key], record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
