@@ -32,9 +32,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from vicreg.augment import TwoViews, blur_radius, to_float  # noqa: E402
-from vicreg.config import AugmentConfig, ViewAugment  # noqa: E402
-from vicreg.presets import RECIPES  # noqa: E402
+from vicreg.augment import TwoViews, blur_radius, to_float
+from vicreg.config import AugmentConfig, ViewAugment
+from vicreg.presets import RECIPES
 
 
 def view_config(recipe: str, which: str) -> ViewAugment:

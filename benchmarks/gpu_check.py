@@ -38,7 +38,9 @@ def run(name: str, cmd: list[str], timeout: int, report: dict) -> None:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         rc, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:  # keep what it printed before the limit, both streams
-        text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+        def text(b: bytes | str | None) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
         rc, out = "timeout", text(e.stdout) + text(e.stderr)
     seconds = round(time.perf_counter() - start, 1)
     tail = out[-3000:]

@@ -30,8 +30,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from vicreg.config import build_config, parse_overrides  # noqa: E402
-from vicreg.train import train  # noqa: E402
+from vicreg.config import build_config, parse_overrides
+from vicreg.train import train
 
 
 def _crop(low: float) -> dict:

@@ -48,21 +48,20 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from vicreg.augment import TwoViews  # noqa: E402
-from vicreg.config import Config, ViewAugment, build_config  # noqa: E402
-from vicreg.data import load_dataset  # noqa: E402
-from vicreg.models import build_model  # noqa: E402
-from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr  # noqa: E402
-from vicreg.step import Step, compiles_update, make_loss_fn  # noqa: E402
-from vicreg.backbones import input_size  # noqa: E402
-from vicreg.data.dataset import channel_stats  # noqa: E402
-from vicreg.device import autocast_dtype, resolve_device, synchronize  # noqa: E402
+from vicreg.augment import TwoViews
+from vicreg.backbones import input_size
+from vicreg.config import Config, ViewAugment, build_config
+from vicreg.data import load_dataset
+from vicreg.data.dataset import channel_stats
+from vicreg.device import autocast_dtype, resolve_device, synchronize
+from vicreg.models import build_model
+from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr
+from vicreg.step import Step, compiles_update, make_loss_fn
 
 SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "stl10": (3, 96), "fashion-mnist": (1, 28), "mnist": (1, 28),
           "digits": (1, 8)}

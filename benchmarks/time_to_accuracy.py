@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from vicreg.config import build_config, parse_overrides  # noqa: E402
-from vicreg.train import train  # noqa: E402
+from vicreg.config import build_config, parse_overrides
+from vicreg.train import train
 
 
 def first_reached(knn_csv: Path, k: int, targets: list[float]) -> tuple[dict[float, dict | None], list[dict]]:

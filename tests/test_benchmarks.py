@@ -49,6 +49,7 @@ def test_throughput_reference_views_follow_the_recipe():
                          "--preset", "demo"])
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_reports_the_first_epoch_at_each_target(tmp_path, capsys):
     tta = _load("time_to_accuracy")
     out = tmp_path / "tta.json"
@@ -64,6 +65,7 @@ def test_time_to_accuracy_reports_the_first_epoch_at_each_target(tmp_path, capsy
     assert "not reached" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_recipe_search_trains_each_variant_and_tabulates_them(tmp_path, capsys):
     search = _load("recipe_search")
     out, md = tmp_path / "r.json", tmp_path / "r.md"

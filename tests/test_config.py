@@ -49,7 +49,8 @@ def test_yaml_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"loss.muu": 1}, "unknown config key 'loss.muu' (known keys in loss: lam, mu, nu, eps, gamma, variance_reduction)"),
+        ({"loss.muu": 1},
+         "unknown config key 'loss.muu' (known keys in loss: lam, mu, nu, eps, gamma, variance_reduction)"),
         ({"nope.x": 1}, "unknown config key 'nope'"),
         ({"loss.mu": "abc"}, "loss.mu='abc' is not valid: expected a number"),
         ({"loss.mu": -1}, "loss.mu=-1.0 is not valid: a loss weight must be >= 0"),

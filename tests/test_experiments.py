@@ -64,6 +64,7 @@ def test_bad_values_name_the_run_and_the_field(tmp_path):
         experiment_configs(EXPERIMENTS["dims"], "imagenet", out_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_writes_a_report_listing_every_run(tmp_path, capsys):
     argv = ["experiment", "sweep", "--set", "loss.nu=0,1", "--out", str(tmp_path), "--probe-epochs", "2", *TINY]
     assert main(argv) == 0

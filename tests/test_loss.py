@@ -56,7 +56,9 @@ def _official(x, y, sim=25.0, std=25.0, cov=1.0):
     std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
     cov_x = (x.T @ x) / (n - 1)
     cov_y = (y.T @ y) / (n - 1)
-    off = lambda c: c.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()  # noqa: E731
+    def off(c: torch.Tensor) -> torch.Tensor:
+        return c.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
     cov_loss = off(cov_x).pow(2).sum() / d + off(cov_y).pow(2).sum() / d
     return sim * repr_loss + std * std_loss + cov * cov_loss
 

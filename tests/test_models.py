@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from vicreg.config import ModelConfig, build_config
 from vicreg.backbones import BACKBONES, create_backbone
+from vicreg.config import ModelConfig, build_config
 from vicreg.models import build_model, expander
 
 SIZES = {"small_cnn": 16, "resnet18_cifar": 16, "resnet18": 32, "resnet50": 32, "vgg16": 32}

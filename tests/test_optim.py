@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from numerics import FLOAT64_REL, assert_rel_close
 from torch import nn
 
 from vicreg.config import OptimConfig
@@ -18,6 +17,8 @@ from vicreg.optim import (
     set_learning_rate,
 )
 from vicreg.schedule import warmup_cosine
+
+from numerics import FLOAT64_REL, assert_rel_close
 
 
 @pytest.mark.parametrize("foreach", [True, False])

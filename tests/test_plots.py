@@ -8,7 +8,6 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from vicreg.rundir import read_diagnostics, read_knn, read_metrics
 from vicreg.plots import (
     effective_window,
     fig_collapse_over_training,
@@ -24,6 +23,7 @@ from vicreg.plots import (
     tsne_2d,
     windowed_mean,
 )
+from vicreg.rundir import read_diagnostics, read_knn, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -145,6 +145,7 @@ def test_readers(tmp_path):
         read_metrics(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_plot_run_writes_every_figure(tmp_path):
     rng = np.random.default_rng(0)
     run = make_run(tmp_path)
@@ -175,7 +176,8 @@ def test_single_run_figures_have_legends(tmp_path):
     run = make_run(tmp_path)
     knn_fig = fig_knn(read_knn(run), {"20": 70.5, "200": 64.0})
     labels = [t.get_text() for t in knn_fig.axes[0].get_legend().get_texts()]
-    assert labels == ["embedding, k = 20", "raw pixels, k = 20: 70.5%", "embedding, k = 200", "raw pixels, k = 200: 64.0%"]
+    assert labels == ["embedding, k = 20", "raw pixels, k = 20: 70.5%",
+                      "embedding, k = 200", "raw pixels, k = 200: 64.0%"]
     entries = read_diagnostics(run)
     spectrum = fig_spectrum(entries[-1], "run-a")
     left, right = spectrum.axes
@@ -205,6 +207,7 @@ def test_tsne_edge_cases():
         tsne_2d(np.zeros((3, 5)))
 
 
+@pytest.mark.slow
 def test_comparison_figures(tmp_path):
     rng = np.random.default_rng(1)
     runs = {"baseline": make_run(tmp_path, "a", seed=0), "longer": make_run(tmp_path, "b", n_steps=500, seed=1),

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from vicreg.config import LossConfig, predictor_config
 from vicreg.loss import covariance_term, variance_term
-from vicreg.worldmodel.fit import _rollout_loss
 from vicreg.worldmodel import (
     EmbeddingNorm,
     FitResult,
@@ -27,6 +26,7 @@ from vicreg.worldmodel import (
     rollout_errors,
     save_predictor,
 )
+from vicreg.worldmodel.fit import _rollout_loss
 
 QUIET = {"log": lambda line: None}
 

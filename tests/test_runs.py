@@ -68,6 +68,7 @@ def test_train_split_embeds_every_training_image(run_dir):
     assert arrays["representation"].shape == (1347, 512)
 
 
+@pytest.mark.slow
 def test_cli_eval_plot_embed(run_dir, tmp_path, capsys):
     assert main(["eval", str(run_dir), "--probe-epochs", "2", "--no-raw-pixels"]) == 0
     out = capsys.readouterr().out

@@ -10,8 +10,17 @@ from torch import nn
 from vicreg.config import LossConfig, ModelConfig
 from vicreg.models import build_model
 from vicreg.optim import build_optimizer, set_learning_rate
-from vicreg.step import (PerViewBatchNorm1d, PerViewBatchNorm2d, Step, compiles_update, make_loss_fn,
-                         per_view_batch_norm, per_view_batchnorm, resolve_compile, stack_views)
+from vicreg.step import (
+    PerViewBatchNorm1d,
+    PerViewBatchNorm2d,
+    Step,
+    compiles_update,
+    make_loss_fn,
+    per_view_batch_norm,
+    per_view_batchnorm,
+    resolve_compile,
+    stack_views,
+)
 
 from numerics import BFLOAT16_EPS, FLOAT64_REL, assert_rel_close, relative_gap
 
@@ -90,7 +99,9 @@ def test_fast_step_under_bf16_autocast_is_as_accurate_as_the_plain_bf16_step():
     terms_plain, grads_plain = _step(plain, False, xa, xb, amp=torch.bfloat16)
     terms_fast, grads_fast = _step(fast, True, xa, xb, amp=torch.bfloat16)
     terms_fp32, grads_fp32 = _step(copy.deepcopy(plain), False, xa, xb)
-    flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
+    def flat(grads: dict) -> torch.Tensor:
+        return torch.cat([g.flatten() for g in grads.values()])
+
     plain_gap = relative_gap(flat(grads_plain), flat(grads_fp32))
     assert relative_gap(flat(grads_fast), flat(grads_fp32)) <= 1.5 * plain_gap
     # the loss is computed in float32 from bf16 projections: a few bf16 eps from the float32 loss
@@ -155,6 +166,7 @@ def test_stack_views_order_and_memory_format():
 
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
                     reason="torch.compile on the CPU needs a C compiler")
+@pytest.mark.slow
 def test_compiled_fast_step_is_one_graph_and_matches_eager():
     """train.compile hands make_loss_fn to torch.compile: one graph (no breaks), the same loss and gradients."""
     plain, fast = _pair("small_cnn")
@@ -263,6 +275,7 @@ def test_a_failed_compilation_falls_back_to_eager_with_one_warning(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
                     reason="torch.compile on the CPU needs a C compiler")
+@pytest.mark.slow
 def test_compiled_whole_update_matches_the_eager_step():
     """compile_scope=step: forward, loss, backward and the LARS update compiled, the learning rate a tensor
     set in place; three steps at three learning rates give the eager step's losses and weight updates."""

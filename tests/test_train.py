@@ -85,11 +85,14 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at):
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         for key in sa:
             assert torch.equal(sa[key], sb[key])
-    la = [(r["step"], r["loss"], r["invariance"], r["variance"], r["covariance"]) for r in rows(tmp_path / "full/metrics.csv")]
-    lb = [(r["step"], r["loss"], r["invariance"], r["variance"], r["covariance"]) for r in rows(tmp_path / "part/metrics.csv")]
+    terms = ("step", "loss", "invariance", "variance", "covariance")
+    la = [tuple(r[k] for k in terms) for r in rows(tmp_path / "full/metrics.csv")]
+    lb = [tuple(r[k] for k in terms) for r in rows(tmp_path / "part/metrics.csv")]
     assert la == lb
     assert resumed.knn == full.knn
-    no_time = lambda rs: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rs]  # noqa: E731
+    def no_time(rs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rs]
+
     assert no_time(rows(tmp_path / "full/knn.csv")) == no_time(rows(tmp_path / "part/knn.csv"))
     seconds = [float(r["train_seconds"]) for r in rows(tmp_path / "part/knn.csv")]
     assert all(0 < a < b for a, b in zip(seconds, seconds[1:]))  # the resumed run's clock goes on from its checkpoint
@@ -120,6 +123,7 @@ def test_diverging_run_stops_with_a_clear_error(tmp_path):
         train(cfg, run_dir=tmp_path / "nan", echo=lambda m: None)
 
 
+@pytest.mark.slow
 def test_small_images_are_resized_for_the_backbone_and_said_once(tmp_path):
     cfg = tiny(tmp_path, **{"data.image_size": None, "model.backbone": "vgg16", "model.head": "seed",
                             "model.head_widths": [16, 8], "model.embedding_dim": 2, "model.freeze_backbone": True,
@@ -130,6 +134,7 @@ def test_small_images_are_resized_for_the_backbone_and_said_once(tmp_path):
     assert result.step == 1347 // 64
 
 
+@pytest.mark.slow
 def test_demo_learns_better_than_chance(tmp_path):
     cfg = tiny(tmp_path, **{"train.epochs": 4, "data.image_size": 12})
     result = train(cfg, run_dir=tmp_path / "learn", echo=lambda m: None)
@@ -165,6 +170,7 @@ def test_cuda_run_writes_every_step_although_metrics_are_copied_asynchronously(t
 
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
                     reason="torch.compile on the CPU needs a C compiler")
+@pytest.mark.slow
 def test_compiled_run_resumes_bit_identically_and_counts_compilation_apart(tmp_path):
     """train.compile on the CPU: an interrupted run recompiles on resume and ends with the uninterrupted
     run's weights; the compilation time is said once per invocation and kept out of train_seconds."""

@@ -7,13 +7,22 @@ import torch
 
 from vicreg.cli import main
 from vicreg.config import PredictorConfig, build_config
-from vicreg.worldmodel import load_predictor
-from vicreg.runs import load_run
 from vicreg.rundir import load_checkpoint
+from vicreg.runs import load_run
 from vicreg.train import train
-from vicreg.worldmodel import embed_sequences, evaluate_predictor, load_sequences, probe_report, train_predictor
+from vicreg.worldmodel import (
+    embed_sequences,
+    evaluate_predictor,
+    load_predictor,
+    load_sequences,
+    probe_report,
+    train_predictor,
+)
 
-QUIET = lambda _m: None  # noqa: E731
+
+def QUIET(_msg: str) -> None:
+    """A log that prints nothing."""
+
 
 
 def _encoder_run(path, **extra):

@@ -1,5 +1,7 @@
 """vicreg: a fast, faithful, well-tested toolkit for VICReg self-supervised representation learning."""
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
 from .loss import (
     LossTerms,
     VICRegLoss,
@@ -8,8 +10,6 @@ from .loss import (
     variance_term,
     vicreg_loss,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "vicreg_loss",

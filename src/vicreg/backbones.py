@@ -119,7 +119,8 @@ def resnet50(in_channels: int, pretrained: bool = False) -> nn.Module:
 
 
 @register_backbone("vgg16", out_dim=512, min_size=32,
-                   description="torchvision VGG16 conv stack (features), pooled and flattened to 512-D; the seed preset")
+                   description="torchvision VGG16 conv stack (features), pooled and flattened to 512-D; "
+                               "the seed preset")
 def vgg16(in_channels: int, pretrained: bool = False) -> nn.Module:
     import torchvision
 

@@ -25,6 +25,7 @@ import sys
 
 import yaml
 
+from . import __version__
 from .config import (
     ConfigError,
     PredictorConfig,
@@ -41,6 +42,7 @@ RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vicreg", description="VICReg self-supervised representation learning.")
+    p.add_argument("--version", action="version", version=f"vicreg {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in (("train", "train a model (no arguments: the offline demo)"),
                         ("config", "print the resolved configuration as YAML")):
@@ -51,7 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         if name == "train":
             sp.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run")
     sub.add_parser("presets", help="list presets, augmentation recipes and backbones")
+    _add_run_commands(sub)
+    _add_world_model_commands(sub)
+    _add_experiment_command(sub)
+    return p
 
+
+def _add_run_commands(sub) -> None:
+    """eval, plot and embed: commands on a trained run directory."""
     ev = sub.add_parser("eval", help="k-NN and linear-probe accuracy of a trained run",
                         description="Weighted k-NN (cosine) and a linear probe on the frozen representation, "
                         "embedding and expander output of a run's checkpoint, and on raw pixels; prints a table "
@@ -82,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.npz or FILE.parquet")
     em.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
+
+def _add_world_model_commands(sub) -> None:
     tp = sub.add_parser("train-predictor", help="train the JEPA predictor on a video run's frozen embeddings",
                         description="Embed every frame of the run's video sequences (data.dataset sprites or "
                         "moving-mnist) with its encoder and train a predictor of the next frame's embedding from "
@@ -103,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--sequences", type=int, default=4, help="test sequences in the picture (default 4)")
     ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
+
+def _add_experiment_command(sub) -> None:
     from .experiments import EXPERIMENTS
 
     ex = sub.add_parser("experiment", help="rerun a write-up experiment and write a report",
@@ -120,7 +133,6 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--window", type=int, default=200, help="batches per averaging window of the loss curves")
     ex.add_argument("--probe-epochs", type=int, default=30, help="epochs of each linear probe (default 30)")
     ex.add_argument("--force", action="store_true", help="retrain runs that already finished")
-    return p
 
 
 def _resolve(args, extra: list[str]):
@@ -169,8 +181,11 @@ def _cmd_train(args, extra: list[str]) -> int:
     if result.interrupted:
         print(f"interrupted at step {result.step}; resume with: vicreg train --resume {result.run_dir}")
         return 130
-    fmt = lambda acc: "  ".join(f"k={k}: {v:.2f}%" for k, v in acc.items())  # noqa: E731
-    print(f"trained {result.epochs_done:g} epochs in {result.seconds:.1f} s ({result.images_per_s:,.0f} two-view img/s)")
+    def fmt(acc: dict[int, float]) -> str:
+        return "  ".join(f"k={k}: {v:.2f}%" for k, v in acc.items())
+
+    print(f"trained {result.epochs_done:g} epochs in {result.seconds:.1f} s "
+          f"({result.images_per_s:,.0f} two-view img/s)")
     print(f"k-NN top-1, learned embedding, test split: {fmt(result.knn)}")
     print(f"k-NN top-1, raw pixels,        test split: {fmt(result.knn_raw_pixels)}")
     return 0

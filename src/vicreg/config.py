@@ -97,7 +97,7 @@ DatasetName = Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100",
 
 @dataclass
 class VideoConfig:
-    """Moving-sprite sequences (data.dataset "sprites", see vicreg.video): sprites bouncing in a square
+    """Moving-sprite sequences (data.dataset "sprites", see vicreg.data.video): sprites bouncing in a square
     canvas, with their positions, velocities, pushes (actions) and the distractors kept as labels."""
 
     sprites: Literal["digits", "fashion-mnist"] = "digits"  # where the sprites come from (their class is the label)
@@ -205,7 +205,7 @@ class TrainConfig:
 
 @dataclass
 class PredictorConfig:
-    """The JEPA predictor (vicreg.predictor): the embeddings of the last ``context`` frames (and the pushes,
+    """The JEPA predictor (vicreg.worldmodel): the embeddings of the last ``context`` frames (and the pushes,
     when the sequences have actions) -> the embedding of the next frame. Saved as predictor/config.yaml."""
 
     model: Literal["mlp", "transformer"] = "mlp"
@@ -432,7 +432,8 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
+def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
+                 base: dict | None = None) -> Config:
     """Defaults <- preset <- base (e.g. a YAML file) <- dotted overrides; validated."""
     tree = config_to_dict(Config())
     if preset is not None:

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Diagnostics", "collapse_diagnostics", "effective_rank", "per_dim_std", "singular_values", "std_figures", "brief",
-           "DEAD_RELATIVE"]
+__all__ = ["Diagnostics", "collapse_diagnostics", "effective_rank", "per_dim_std", "singular_values", "std_figures",
+           "brief", "DEAD_RELATIVE"]
 
 DEAD_RELATIVE = 0.1  # a dimension is dead below this share of its level's median std (or 2 sqrt(eps))
 

@@ -187,6 +187,82 @@ def _last_window(run_dir: Path, window: int = 50) -> dict[str, float]:
     return {k: sum(metrics[k][-window:].tolist()) / max(len(metrics[k][-window:]), 1) for k in LOSS_COLUMNS}
 
 
+def _train_or_reuse(run_dir: Path, cfg: Config, force: bool, echo: Callable[[str], None]) -> None:
+    """A finished run of this config is reused, a stopped one resumed; anything else is trained afresh."""
+    from .train import train
+
+    if not force and is_finished(run_dir, cfg):
+        echo(f"  reusing the finished run {run_dir}")
+        return
+    resume = not force and (run_dir / CHECKPOINT).exists() and same_config(run_dir, cfg)
+    if run_dir.exists() and not resume:  # forced, or a run of another config: start afresh
+        echo(f"  replacing {run_dir} ({'--force' if force else 'its config differs'})")
+        shutil.rmtree(run_dir)
+    result = train(cfg, run_dir=run_dir, resume=resume, echo=lambda m: None)
+    if result.interrupted:
+        raise KeyboardInterrupt
+
+
+def _report_row(label: str, cfg: Config, run_dir: Path, folder: Path, ev: dict) -> dict:
+    """One row of the comparison table, from a run's evaluation, its metrics and its summary."""
+    emb = ev["levels"].get("embedding") or ev["levels"]["representation"]
+    rep = ev["levels"]["representation"]
+    diag, proj = ev["collapse"]["embedding"], ev["collapse"]["projection"]
+    last = _last_window(run_dir)
+    k_lo, k_hi = (str(k) for k in (min(cfg.train.knn_k), max(cfg.train.knn_k)))
+    return {"run": label, "E": cfg.model.embedding_dim or rep["dim"],
+            f"k-NN@{k_lo} (E)": emb["knn"][k_lo], f"k-NN@{k_hi} (E)": emb["knn"][k_hi],
+            "linear (E)": emb["linear_probe"], "linear (repr.)": rep["linear_probe"],
+            "eff. rank (E)": diag["effective_rank"], "dead (E)": f"{100 * diag['dead_fraction']:.0f}%",
+            "mean std (E)": sum(diag["std"]) / len(diag["std"]),
+            f"k-NN@{k_lo} (proj.)": ev["levels"]["projection"]["knn"][k_lo],
+            "eff. rank (proj.)": proj["effective_rank"], "mean std (proj.)": sum(proj["std"]) / len(proj["std"]),
+            "hinge (proj.)": proj["mean_hinge"],
+            "inv": last["invariance"], "var": last["variance"], "cov": last["covariance"],
+            "train s": read_summary(run_dir)["train_seconds"], "run_dir": str(run_dir.relative_to(folder))}
+
+
+CAPTIONS = {
+    "embeddings": "Test-set embeddings of each run, coloured by class (the 2-D embedding itself when E = 2, "
+                  "else its t-SNE).",
+    "spectra": "Singular values of the centred test embedding (normalised) and the per-dimension std, "
+               "sorted, against the variance hinge's target.",
+    "loss": "Loss terms during training, averaged over windows of batches (the window is given in the figure; "
+            "runs too short for the requested window use a smaller one).",
+    "knn": "k-NN accuracy of the embedding on the test split during training.",
+}
+
+
+def _comparison_figures(folder: Path, runs: dict[str, Path], outputs: dict, window: int) -> list[tuple[str, Path]]:
+    """The four comparison figures in ``folder``; (caption, png) for the report."""
+    from . import plots
+
+    saved = {
+        "embeddings": plots.save_figure(plots.fig_compare_embeddings(outputs, _class_names(outputs)),
+                                        folder / "compare_embeddings", ("png",)),
+        "spectra": plots.save_figure(plots.fig_compare_spectra(runs), folder / "compare_spectra", ("png", "svg")),
+        "loss": plots.save_figure(plots.fig_compare_loss(runs, window), folder / "compare_loss", ("png", "svg")),
+        "knn": plots.save_figure(plots.fig_compare_knn(runs), folder / "compare_knn", ("png", "svg")),
+    }
+    return [(CAPTIONS[key], png[0]) for key in ("embeddings", "spectra", "loss", "knn")
+            if (png := [p for p in saved[key] if p.suffix == ".png"])]
+
+
+def _notes(experiment: Experiment, probe_epochs: int, seconds: float) -> list[str]:
+    return [n for n in (experiment.expect,) if n] + [
+        "E columns: the embedding (the head's output; the backbone's when there is no head), on the test split. "
+        "k-NN: weighted, cosine, temperature 0.1, training split as the bank. linear: a linear probe on frozen, "
+        f"standardised features, {probe_epochs} epochs, top-1 on the test split.",
+        "proj.: the expander output, the loss's input. eff. rank: exp(entropy of the normalised singular values) "
+        "of the centred test matrix; it ignores scale, so read it with the mean std: a matrix whose stds are far "
+        "below the hinge target γ has collapsed whatever its rank. dead: share of dimensions whose std is below a "
+        "tenth of the median std (or 2√eps); hinge: mean of max(0, γ - std) over the projection's dimensions, the "
+        "variance term (a healthy run sits a little above 0, a collapsed one near γ); inv/var/cov: the unweighted "
+        "loss terms, mean of the last 50 steps.",
+        f"Total time {seconds:.0f} s.",
+    ]
+
+
 def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: dict[str, Any] | None = None,
                    out_dir: Path | str = "runs/experiments", device: str | None = None, probe_epochs: int = 30,
                    window: int = 200, force: bool = False, progress: bool = True,
@@ -195,7 +271,6 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
     from . import plots
     from .report import write_report
     from .runs import embed_run, evaluate_run, load_run
-    from .train import train
 
     overrides = dict(overrides or {})
     if device is not None:
@@ -210,85 +285,28 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
     for i, (variant, cfg) in enumerate(configs, 1):
         run_dir = folder / cfg.train.name
         echo(f"[{i}/{len(configs)}] {variant.label}  ({', '.join(f'{k}={v}' for k, v in variant.overrides.items())})")
-        if not force and is_finished(run_dir, cfg):
-            echo(f"  reusing the finished run {run_dir}")
-        else:
-            resume = not force and (run_dir / CHECKPOINT).exists() and same_config(run_dir, cfg)
-            if run_dir.exists() and not resume:  # forced, or a run of another config: start afresh
-                echo(f"  replacing {run_dir} ({'--force' if force else 'its config differs'})")
-                shutil.rmtree(run_dir)
-            result = train(cfg, run_dir=run_dir, resume=resume, echo=lambda m: None)
-            if result.interrupted:
-                raise KeyboardInterrupt
-        summary = read_summary(run_dir)
+        _train_or_reuse(run_dir, cfg, force, echo)
         loaded = load_run(run_dir, device=cfg.train.device)  # once for the evaluation and the embeddings
         ev = evaluate_run(loaded, ks=tuple(cfg.train.knn_k), probe_epochs=probe_epochs,
                           levels=("representation", "embedding", "projection"), raw_pixels=False, log=lambda m: None)
-        emb = ev["levels"].get("embedding") or ev["levels"]["representation"]
-        rep = ev["levels"]["representation"]
-        diag, proj = ev["collapse"]["embedding"], ev["collapse"]["projection"]
         arrays = embed_run(loaded, "test")
-        outputs[variant.label] = arrays
-        runs[variant.label] = run_dir
+        outputs[variant.label], runs[variant.label] = arrays, run_dir
         plots.plot_run(run_dir, outputs=arrays, class_names=[str(c) for c in arrays["classes"]], window=window)
-        last = _last_window(run_dir)
-        k_lo, k_hi = (str(k) for k in (min(cfg.train.knn_k), max(cfg.train.knn_k)))
-        row = {"run": variant.label, "E": cfg.model.embedding_dim or rep["dim"],
-               f"k-NN@{k_lo} (E)": emb["knn"][k_lo], f"k-NN@{k_hi} (E)": emb["knn"][k_hi],
-               "linear (E)": emb["linear_probe"], "linear (repr.)": rep["linear_probe"],
-               "eff. rank (E)": diag["effective_rank"], "dead (E)": f"{100 * diag['dead_fraction']:.0f}%",
-               "mean std (E)": sum(diag["std"]) / len(diag["std"]),
-               f"k-NN@{k_lo} (proj.)": ev["levels"]["projection"]["knn"][k_lo],
-               "eff. rank (proj.)": proj["effective_rank"], "mean std (proj.)": sum(proj["std"]) / len(proj["std"]),
-               "hinge (proj.)": proj["mean_hinge"],
-               "inv": last["invariance"], "var": last["variance"], "cov": last["covariance"],
-               "train s": summary["train_seconds"], "run_dir": str(run_dir.relative_to(folder))}
+        row = _report_row(variant.label, cfg, run_dir, folder, ev)
         rows.append(row)
+        k_lo, diag = min(cfg.train.knn_k), ev["collapse"]["embedding"]
         echo(f"  k-NN@{k_lo} {row[f'k-NN@{k_lo} (E)']:.2f}%  linear {row['linear (E)']:.2f}%  "
-             f"effective rank {diag['effective_rank']:.2f}/{diag['dim']}  ({summary['train_seconds']:.0f} s)")
+             f"effective rank {diag['effective_rank']:.2f}/{diag['dim']}  ({row['train s']:.0f} s)")
 
-    figures = []
-    names = {"loss": "compare_loss", "knn": "compare_knn", "spectra": "compare_spectra",
-             "embeddings": "compare_embeddings"}
-    saved = {
-        "embeddings": plots.save_figure(plots.fig_compare_embeddings(outputs, _class_names(outputs)),
-                                        folder / names["embeddings"], ("png",)),
-        "spectra": plots.save_figure(plots.fig_compare_spectra(runs), folder / names["spectra"], ("png", "svg")),
-        "loss": plots.save_figure(plots.fig_compare_loss(runs, window), folder / names["loss"], ("png", "svg")),
-        "knn": plots.save_figure(plots.fig_compare_knn(runs), folder / names["knn"], ("png", "svg")),
-    }
-    captions = {
-        "embeddings": "Test-set embeddings of each run, coloured by class (the 2-D embedding itself when E = 2, "
-                      "else its t-SNE).",
-        "spectra": "Singular values of the centred test embedding (normalised) and the per-dimension std, "
-                   "sorted, against the variance hinge's target.",
-        "loss": "Loss terms during training, averaged over windows of batches (the window is given in the figure; "
-                "runs too short for the requested window use a smaller one).",
-        "knn": "k-NN accuracy of the embedding on the test split during training.",
-    }
-    for key in ("embeddings", "spectra", "loss", "knn"):
-        png = [p for p in saved[key] if p.suffix == ".png"]
-        if png:
-            figures.append((captions[key], png[0]))
+    figures = _comparison_figures(folder, runs, outputs, window)
     columns = [c for c in rows[0] if c != "run_dir"] + ["run_dir"]
     cfg0 = configs[0][1]
     intro = (f"{experiment.question}\n\nDataset {dataset}; backbone {cfg0.model.backbone} (unless a run sets "
              f"another), head {cfg0.model.head}, expander {cfg0.model.expander}, {cfg0.train.epochs} epochs of batch "
              f"{cfg0.train.batch_size}, optimiser {cfg0.optim.name} lr {cfg0.optim.lr}, seed {cfg0.train.seed}. "
              f"Everything else is held equal; each run's full config is in its run directory.")
-    notes = [n for n in (experiment.expect,) if n] + [
-        "E columns: the embedding (the head's output; the backbone's when there is no head), on the test split. "
-        "k-NN: weighted, cosine, temperature 0.1, training split as the bank. linear: a linear probe on frozen, "
-        f"standardised features, {probe_epochs} epochs, top-1 on the test split.",
-        "proj.: the expander output, the loss's input. eff. rank: exp(entropy of the normalised singular values) "
-        "of the centred test matrix; it ignores scale, so read it with the mean std: a matrix whose stds are far "
-        "below the hinge target γ has collapsed whatever its rank. dead: share of dimensions whose std is below a "
-        "tenth of the median std (or 2√eps); hinge: mean of max(0, γ - std) over the projection's dimensions, the "
-        "variance term (a healthy run sits a little above 0, a collapsed one near γ); inv/var/cov: the unweighted "
-        "loss terms, mean of the last 50 steps.",
-        f"Total time {time.perf_counter() - t0:.0f} s.",
-    ]
-    md, html = write_report(folder, experiment.title, intro, columns, rows, figures, notes)
+    md, html = write_report(folder, experiment.title, intro, columns, rows, figures,
+                            _notes(experiment, probe_epochs, time.perf_counter() - t0))
     echo(f"report: {md}\n        {html}")
     return ExperimentResult(folder, md, html, rows)
 

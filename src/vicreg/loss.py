@@ -15,9 +15,10 @@ views' variance terms, ``(variance(za) + variance(zb)) / 2``: the same as halvin
 ``variance_reduction="sum"`` (default) or ``"mean"``. Both sum the covariance terms.
 
 Multi-GPU: the invariance term is local to each process; the variance and covariance terms must see the
-whole global batch. Pass ``gather`` (a function (n, D) -> (N, D) that all-gathers with gradients, see
-:mod:`vicreg.distributed`) and only those two terms are computed on the gathered embeddings, with the
-same maths. Everything is computed in float32, even when the model runs under bf16 autocast.
+whole global batch. Pass ``gather`` (a function (n, D) -> (N, D) that all-gathers across processes with
+gradients) and only those two terms are computed on the gathered embeddings, with the same maths.
+Everything is computed in float32 even when the model runs under bf16 autocast; float64 inputs stay
+float64 (the tests check exactness that way).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ __all__ = ["invariance_term", "variance_term", "covariance_term", "vicreg_loss",
 
 
 class LossTerms(NamedTuple):
-    """The weighted total and the three *unweighted* terms (each a 0-d float32 tensor)."""
+    """The weighted total and the three *unweighted* terms: 0-d tensors in float32 (half-precision inputs are
+    promoted), or in float64 when the inputs are float64."""
 
     loss: Tensor
     invariance: Tensor
@@ -64,7 +66,8 @@ def _check_inputs(za: Tensor, zb: Tensor) -> None:
     if za.ndim != 2 or zb.ndim != 2:
         raise ValueError(f"vicreg_loss expects two (N, D) batches, got shapes {tuple(za.shape)} and {tuple(zb.shape)}")
     if za.shape != zb.shape:
-        raise ValueError(f"vicreg_loss expects two batches of the same shape, got {tuple(za.shape)} and {tuple(zb.shape)}")
+        raise ValueError(f"vicreg_loss expects two batches of the same shape, got {tuple(za.shape)} and "
+                         f"{tuple(zb.shape)}")
     if za.shape[0] < 2:
         raise ValueError(f"vicreg_loss needs a batch of N >= 2 samples to compute a variance, got N={za.shape[0]}")
 

@@ -86,8 +86,9 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     channels_last = cfg.model.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return LoadedRun(run_dir, cfg, model, dataset, input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log), dev,
-                     autocast_dtype(cfg.train.precision, dev), channels_last, int(ckpt["step"]))
+    size = input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log)
+    return LoadedRun(run_dir, cfg, model, dataset, size, dev, autocast_dtype(cfg.train.precision, dev), channels_last,
+                     int(ckpt["step"]))
 
 
 def _as_run(run: LoadedRun | Path | str, device: str, log: Callable[[str], None]) -> LoadedRun:

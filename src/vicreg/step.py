@@ -315,7 +315,7 @@ class Step:
             terms = self.update(xa, xb)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-        except Exception as e:  # noqa: BLE001 - any compiler failure: say why once, train eagerly
+        except Exception as e:  # any compiler failure: say why once, train eagerly
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
             self.fallback = reason
             self.log(f"warning: train.compile failed, training eagerly instead ({reason})")

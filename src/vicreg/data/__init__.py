@@ -35,8 +35,21 @@ or into ``~/.cache/vicreg/data`` when no ``data_dir`` is given):
     ``data.image_size`` (default 64), kept grey when every image is grey, else RGB. Up to about
     2 GB of decoded pixels are held in memory; beyond that images are decoded on the fly.
 
+``sprites``
+    generated, seeded: sequences of moving digits (or Fashion-MNIST images) with distractors and optional
+    pushes (``data.video``, see :mod:`vicreg.data.video`); frames are the images, a sprite's class the label;
+    with ``data.temporal_offset`` the two views are frames of one clip.
+``moving-mnist``
+    torchvision's ``MovingMNIST/mnist_test_seq.npy`` (10 000 sequences of 20 frames, 64x64, unlabelled);
+    the last 10 % of the sequences are the test split.
+
 With no ``data_dir``, the default cache ``~/.cache/vicreg/data`` is searched as well, so a dataset
 downloaded once is found again.
+
+Modules: ``dataset`` (the :class:`Split` and :class:`ImageDataset` containers), ``download`` (where files are
+looked for, torchvision downloads), ``images`` (digits, MNIST, Fashion-MNIST, CIFAR, STL-10), ``folder``
+(an image folder), ``video`` (sprites, Moving MNIST), ``registry`` (name -> loader, :func:`load_dataset`),
+``batches`` (:class:`Batches` on the device).
 """
 
 from .batches import Batches, epoch_permutation

@@ -22,7 +22,14 @@ from .compare import fig_compare_embeddings, fig_compare_knn, fig_compare_loss, 
 from .embeddings import fig_scatter2d, fig_tsne, tsne_2d
 from .run import plot_run
 from .style import save_figure
-from .training import effective_window, fig_collapse_over_training, fig_knn, fig_loss_curves, fig_spectrum, windowed_mean
+from .training import (
+    effective_window,
+    fig_collapse_over_training,
+    fig_knn,
+    fig_loss_curves,
+    fig_spectrum,
+    windowed_mean,
+)
 
 __all__ = [
     "effective_window",

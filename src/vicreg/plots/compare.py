@@ -12,9 +12,22 @@ from matplotlib.figure import Figure
 from ..rundir import read_diagnostics, read_knn, read_metrics, read_summary
 from .embeddings import check_outputs, embedding_map
 from .style import class_colors, class_legend_handles, class_scatter, figure, set_y_scale, shared_legend, step_axis
-from .training import (LOSS_PANELS, effective_window, knn_columns, knn_x, loss_axes, normalised_spectrum, note_floor,
-                       raw_pixel_value, sorted_std, spectrum_axes, std_label, steps_of, window_note,
-                       windowed_mean)
+from .training import (
+    LOSS_PANELS,
+    effective_window,
+    knn_columns,
+    knn_x,
+    loss_axes,
+    normalised_spectrum,
+    note_floor,
+    raw_pixel_value,
+    sorted_std,
+    spectrum_axes,
+    std_label,
+    steps_of,
+    window_note,
+    windowed_mean,
+)
 
 
 def fig_compare_loss(runs: Mapping[str, Path | str], window: int) -> Figure:

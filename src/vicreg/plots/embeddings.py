@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 from .style import class_colors, class_legend_handles, class_scatter, figure
 
 
-
 def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: int | None = None) -> np.ndarray:
     """(N, D) -> (N, 2) t-SNE with openTSNE (FFT-accelerated: 10 000 points of 50-D in 20-35 s on 2 CPU cores).
 

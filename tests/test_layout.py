@@ -1,0 +1,75 @@
+"""The package's shape: no import circles, no private names imported across modules, no overlong functions.
+
+The checks are tools/import_graph.py's (``make lint`` runs it too); each is also shown failing on a small
+package written here, so that a check which cannot fail would be caught."""
+
+import ast
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "vicreg"
+MAX_FUNCTION_LINES = 80  # longer only with a "# long: <reason>" comment at its top
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "tools" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "vicreg"
+    for name, text in {"__init__.py": "", **files}.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    return pkg
+
+
+def test_the_package_has_no_import_circles_and_no_private_imports():
+    tool = _tool()
+    edges, lines, private = tool.graph(PACKAGE)
+    assert tool.circles(edges) == []
+    assert private == []
+    assert "vicreg.rundir" in edges and "vicreg.data.video" in edges  # the map saw the subpackages
+    assert "vicreg.config" in edges["vicreg.models"] and "vicreg.models" not in edges["vicreg.config"]
+
+
+def test_a_circle_and_a_private_import_are_found(tmp_path):
+    tool = _tool()
+    pkg = _write_package(tmp_path, {
+        "a.py": "from .b import thing\n",
+        "b.py": "def thing():\n    from .a import _helper\n",
+        "sub/__init__.py": "",
+        "sub/c.py": ("from ..a import thing\nfrom typing import TYPE_CHECKING\n"
+                     "if TYPE_CHECKING:\n    from ..d import X\n"),
+        "d.py": "from .sub.c import thing\n",
+    })
+    edges, _, private = tool.graph(pkg)
+    assert tool.circles(edges) == [["vicreg.a", "vicreg.b"]]  # d -> sub.c is one way: under TYPE_CHECKING
+    assert private == ["vicreg.b imports _helper from vicreg.a"]
+    assert "vicreg.sub" in edges["vicreg.d"]  # importing vicreg.sub.c runs vicreg/sub/__init__ first
+    assert tool.main(["--src", str(pkg), "--quiet"]) == 1
+    assert tool.main(["--src", str(PACKAGE), "--quiet"]) == 0
+
+
+def _long_functions(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        source = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(source))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                head = "\n".join(source[node.lineno - 1:node.lineno + 3])
+                if length > MAX_FUNCTION_LINES and "# long:" not in head:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_80_lines_without_a_reason(tmp_path):
+    assert _long_functions(PACKAGE) == []
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    reasoned = f"def g():\n    # long: a table of {MAX_FUNCTION_LINES} rows\n{body}\n"
+    pkg = _write_package(tmp_path, {"long.py": f"def f():\n{body}\n", "reasoned.py": reasoned})
+    assert _long_functions(pkg) == [f"long.py:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
