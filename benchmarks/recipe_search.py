@@ -19,7 +19,6 @@ The grid is data (GRID below): edit it, or pass ``--set`` (repeatable) to replac
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import sys
@@ -31,6 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from vicreg.config import build_config, parse_overrides
+from vicreg.rundir import read_knn, read_summary
 from vicreg.train import train
 
 
@@ -63,9 +63,11 @@ def grid_from_sets(items: list[str]) -> dict[str, dict]:
 
 
 def knn_curve(run_dir: Path, k: int) -> list[dict]:
-    with open(run_dir / "knn.csv", newline="") as f:
-        return [{"epoch": float(r["epoch"]), "seconds": float(r["train_seconds"]), "accuracy": float(r[f"knn@{k}"])}
-                for r in csv.DictReader(f)]
+    knn = read_knn(run_dir)
+    if knn is None:
+        return []
+    return [{"epoch": float(e), "seconds": float(s), "accuracy": float(a)}
+            for e, s, a in zip(knn["epoch"], knn["train_seconds"], knn[f"knn@{k}"])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(cfg, run_dir=run_dir, echo=lambda m: None)
         curve = knn_curve(run_dir, args.k)
         best = max(curve, key=lambda r: r["accuracy"])
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_summary(run_dir)
         row = {"variant": label, "overrides": overrides, "final": curve[-1]["accuracy"], "best": best["accuracy"],
                "best_epoch": best["epoch"], "train_seconds": result.seconds, "images_per_s": result.images_per_s,
                "raw_pixels": summary["knn_raw_pixels"].get(str(args.k)), "device": summary["device"], "curve": curve}

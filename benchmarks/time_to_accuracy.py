@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from vicreg.config import build_config, parse_overrides
+from vicreg.rundir import KNN
 from vicreg.train import train
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_config(args.preset, over)
     run_dir = args.out or Path(tempfile.mkdtemp(prefix="vicreg-tta-")) / "run"
     result = train(cfg, run_dir=run_dir)
-    reached, rows = first_reached(run_dir / "knn.csv", args.k, targets)
+    reached, rows = first_reached(run_dir / KNN, args.k, targets)
 
     print()
     print(f"{args.preset}: {cfg.model.backbone} on {cfg.data.dataset}, batch {cfg.train.batch_size}, "
