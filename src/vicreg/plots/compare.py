@@ -14,14 +14,12 @@ from .embeddings import check_outputs, embedding_map
 from .style import class_colors, class_legend_handles, class_scatter, figure, set_y_scale, shared_legend, step_axis
 from .training import (
     LOSS_PANELS,
+    draw_spectra,
     effective_window,
     knn_columns,
     knn_x,
     loss_axes,
-    normalised_spectrum,
-    note_floor,
     raw_pixel_value,
-    sorted_std,
     spectrum_axes,
     std_label,
     steps_of,
@@ -100,16 +98,10 @@ def fig_compare_spectra(runs: Mapping[str, Path | str]) -> Figure:
     targets = {e.get("target") for e in last.values()} - {None}
     fig = figure(12, 5.5)
     left, right = spectrum_axes(fig, targets.pop() if len(targets) == 1 else None)
-    for i, (label, e) in enumerate(last.items()):
-        space, color = e["embedding"], f"C{i % 10}"
-        left.plot(*normalised_spectrum(space), color=color,
-                  label=f"{label}: effective rank {space['effective_rank']:.1f} / {space['dim']}")
-        right.plot(*sorted_std(space), color=color,
-                   label=f"{label}: {std_label(space, e.get('target'))}")
-    left.legend(fontsize=8)
-    note_floor(left)
-    right.legend(fontsize=8)
-    right.set_ylim(bottom=0)
+    lines = [(f"{label}: effective rank {e['embedding']['effective_rank']:.1f} / {e['embedding']['dim']}",
+              f"{label}: {std_label(e['embedding'], e.get('target'))}", e["embedding"], f"C{i % 10}")
+             for i, (label, e) in enumerate(last.items())]
+    draw_spectra(left, right, lines, fontsize=8)
     fig.suptitle("Spread of the test-split embedding at the last diagnostics of each run")
     return fig
 

@@ -138,22 +138,28 @@ def spectrum_axes(fig: Figure, target: float | None) -> tuple:
     return left, right
 
 
+def draw_spectra(left, right, lines: Sequence[tuple[str, str, Mapping, str]], fontsize: int) -> None:
+    """Each (spectrum label, std label, space, colour): its normalised spectrum on ``left``, its sorted stds on
+    ``right``; then the legends."""
+    for spectrum_label, std_text, space, color in lines:
+        left.plot(*normalised_spectrum(space), color=color, label=spectrum_label)
+        right.plot(*sorted_std(space), color=color, label=std_text)
+    left.legend(fontsize=fontsize)
+    note_floor(left)
+    right.legend(fontsize=fontsize)
+    right.set_ylim(bottom=0)
+
+
 def fig_spectrum(entry: Mapping, title: str) -> Figure:
     """One diagnostics entry: normalised singular values (left, log-y) and sorted per-dimension std with the
     hinge target (right), for the embedding and the projection."""
     target = entry.get("target")
     fig = figure(12, 5)
     left, right = spectrum_axes(fig, target)
-    for i, key in enumerate(k for k in SPACES if k in entry):
-        space, color = entry[key], f"C{i}"
-        left.plot(*normalised_spectrum(space), color=color,
-                  label=f"{key} ({space['dim']}-D), effective rank {space['effective_rank']:.1f}")
-        right.plot(*sorted_std(space), color=color,
-                   label=f"{key}: {std_label(space, target)}")
-    left.legend(fontsize=9)
-    note_floor(left)
-    right.legend(fontsize=9)
-    right.set_ylim(bottom=0)
+    lines = [(f"{key} ({entry[key]['dim']}-D), effective rank {entry[key]['effective_rank']:.1f}",
+              f"{key}: {std_label(entry[key], target)}", entry[key], f"C{i}")
+             for i, key in enumerate(k for k in SPACES if k in entry)]
+    draw_spectra(left, right, lines, fontsize=9)
     where = f"step {entry['step']}, epoch {entry['epoch']}" if "step" in entry else ""
     fig.suptitle(f"{title}: spread of the test-split embedding ({where})" if where else title)
     return fig
