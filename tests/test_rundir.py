@@ -1,0 +1,97 @@
+"""The run directory: format version, config, metrics, summaries and checkpoints, read back as written."""
+
+import json
+
+import pytest
+import torch
+
+from vicreg import __version__
+from vicreg.config import build_config, with_overrides
+from vicreg.rundir import (
+    CHECKPOINT,
+    FORMAT,
+    METRIC_COLUMNS,
+    RUN_FORMAT,
+    MetricsWriter,
+    create_run_dir,
+    is_finished,
+    load_checkpoint,
+    read_config,
+    read_config_dict,
+    read_diagnostics,
+    read_knn,
+    read_metrics,
+    read_summary,
+    run_format,
+    same_config,
+    trim_to_step,
+    write_json,
+)
+
+
+def test_a_new_run_writes_its_format_and_config(tmp_path):
+    cfg = build_config("demo", {"train.epochs": 3})
+    run = create_run_dir(tmp_path / "run", cfg)
+    assert json.loads((run / FORMAT).read_text()) == {"format": RUN_FORMAT, "vicreg": __version__}
+    assert run_format(run) == RUN_FORMAT
+    assert read_config(run) == cfg and read_config_dict(run)["train"]["epochs"] == 3
+    assert same_config(run, with_overrides(cfg, {"train.progress": False}))  # the bar is not part of a run
+    assert not same_config(run, with_overrides(cfg, {"train.epochs": 4}))
+    assert not is_finished(run, cfg) and read_summary(run) == {}
+    write_json(run / "summary.json", {"steps": 1})
+    assert is_finished(run, cfg) and read_summary(run) == {"steps": 1}
+    assert not list(run.glob("*.tmp"))  # written through a temporary file, renamed
+
+
+def test_runs_before_the_format_file_read_as_format_1_and_newer_ones_are_refused(tmp_path):
+    cfg = build_config("demo")
+    run = create_run_dir(tmp_path / "run", cfg)
+    (run / FORMAT).unlink()  # as the runs written before run.json existed
+    assert run_format(run) == 1 and read_config(run) == cfg
+    (run / FORMAT).write_text(json.dumps({"format": RUN_FORMAT + 1}))
+    with pytest.raises(ValueError, match=f"run format {RUN_FORMAT + 1}, newer than this vicreg reads"):
+        read_config(run)
+
+
+def test_missing_files_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a run directory \\(no config.yaml in it\\)"):
+        read_config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path)
+    assert read_knn(tmp_path) is None and read_diagnostics(tmp_path) == [] and read_config_dict(tmp_path) == {}
+
+
+def test_metrics_are_written_read_back_and_trimmed_on_resume(tmp_path):
+    writer = MetricsWriter(tmp_path, keep_until_step=0, tensorboard=False)
+    for step in range(1, 7):
+        writer.add(step, 1 + (step - 1) // 3, 0.1 * step, torch.tensor([4.0, 1.0, 2.0, 0.5]) * step)
+    writer.flush(images_per_s=100.0)
+    writer.knn(3, 1, 1.5, {20: 50.0})
+    writer.knn(6, 2, 3.0, {20: 60.0})
+    for step in (3, 6):
+        writer.diagnostics({"step": step, "embedding": {"effective_rank": 1.0, "median_std": 0.5,
+                                                        "dead_fraction": 0.0, "mean_hinge": 0.5}})
+    writer.close()
+    m = read_metrics(tmp_path)
+    assert list(m) == METRIC_COLUMNS and m["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert m["loss"].tolist() == [4.0 * s for s in range(1, 7)] and m["images_per_s"].tolist() == [100.0] * 6
+    assert read_knn(tmp_path)["knn@20"].tolist() == [50.0, 60.0]
+    trim_to_step(tmp_path, 4)  # a checkpoint at step 4: what came after it is dropped
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2, 3, 4]
+    assert read_knn(tmp_path)["step"].tolist() == [3] and [d["step"] for d in read_diagnostics(tmp_path)] == [3]
+
+
+def test_a_non_finite_loss_stops_with_the_step_named(tmp_path):
+    writer = MetricsWriter(tmp_path, keep_until_step=0, tensorboard=False)
+    writer.add(7, 1, 0.1, torch.tensor([float("nan"), 1.0, 2.0, 3.0]))
+    with pytest.raises(FloatingPointError, match="non-finite at step 7"):
+        writer.flush(images_per_s=1.0)
+
+
+def test_checkpoints_load_without_unpickling_objects(tmp_path):
+    torch.save({"step": 3, "model": {"w": torch.ones(2)}}, tmp_path / CHECKPOINT)
+    assert load_checkpoint(tmp_path)["step"] == 3  # a run directory or the file itself
+    assert torch.equal(load_checkpoint(tmp_path / CHECKPOINT)["model"]["w"], torch.ones(2))
+    torch.save({"bad": object()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="weights_only"):
+        load_checkpoint(tmp_path / "evil.pt")
