@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 
 from vicreg.augment import TwoViews, blur_radius, to_float
 from vicreg.config import AugmentConfig, ViewAugment
+from vicreg.device import resolve_device
 from vicreg.presets import RECIPES
 
 
@@ -116,9 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-kornia", action="store_true", help="time only ours")
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda asked for, but torch sees no CUDA device")
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as e:
+        sys.exit(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     in_size = args.input_size or args.size

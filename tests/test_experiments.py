@@ -92,16 +92,15 @@ def test_set_is_only_for_sweep(capsys):
 
 def test_a_run_is_reused_or_resumed_only_under_the_same_config(tmp_path):
     from vicreg.config import save_yaml, with_overrides
-    from vicreg.rundir import is_finished as _finished
-    from vicreg.rundir import same_config as _same_config
+    from vicreg.rundir import is_finished, same_config
 
     (_, cfg), = experiment_configs(sweep_experiment(["loss.nu=0"]), "digits", out_dir=tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    assert not _same_config(run_dir, cfg)
+    assert not same_config(run_dir, cfg)
     save_yaml(cfg, run_dir / "config.yaml")
-    assert _same_config(run_dir, cfg) and not _finished(run_dir, cfg)  # no summary.json yet
-    assert _same_config(run_dir, with_overrides(cfg, {"train.progress": False}))
-    assert not _same_config(run_dir, with_overrides(cfg, {"train.epochs": 3}))
+    assert same_config(run_dir, cfg) and not is_finished(run_dir, cfg)  # no summary.json yet
+    assert same_config(run_dir, with_overrides(cfg, {"train.progress": False}))
+    assert not same_config(run_dir, with_overrides(cfg, {"train.epochs": 3}))
     (run_dir / "summary.json").write_text("{}")
-    assert _finished(run_dir, cfg)
+    assert is_finished(run_dir, cfg)

@@ -28,13 +28,18 @@ from vicreg.rundir import read_diagnostics, read_knn, read_metrics
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _space(rng, dim: int, n: int = 64, target: float = 1.0) -> dict:
+def _space(rng, dim: int, n: int = 64, target: float = 1.0, old_format: bool = False) -> dict:
     z = rng.normal(size=(n, dim)) * np.linspace(1.5, 0.05, dim)  # some dims spread, some collapsed
     std = z.std(axis=0)
     s = np.linalg.svd(z - z.mean(axis=0), compute_uv=False)
     p = s / s.sum()
-    return {"dim": dim, "std": std.tolist(), "singular_values": s.tolist(),
-            "effective_rank": float(np.exp(-(p * np.log(p)).sum())), "frac_below_target": float((std < target).mean())}
+    space = {"dim": dim, "std": std.tolist(), "singular_values": s.tolist(),
+             "effective_rank": float(np.exp(-(p * np.log(p)).sum()))}
+    if old_format:  # what runs wrote before the dead share and the hinge were recorded
+        return {**space, "frac_below_target": float((std < target).mean())}
+    median = float(np.median(std))
+    return {**space, "median_std": median, "dead_fraction": float((std < max(median / 10, 0.02)).mean()),
+            "mean_hinge": float(np.maximum(0.0, target - std).mean())}
 
 
 def make_run(root, name="run-a", n_steps=300, steps_per_epoch=10, knn=True, diagnostics=True, seed=0):
@@ -63,9 +68,10 @@ def make_run(root, name="run-a", n_steps=300, steps_per_epoch=10, knn=True, diag
         (run / "summary.json").write_text(json.dumps({"knn_raw_pixels": {"20": 70.5, "200": 64.0}}))
     if diagnostics:
         with open(run / "diagnostics.jsonl", "w") as f:
-            for e in (1, 10, 20):
+            for e in (1, 10, 20):  # the first entry as older runs wrote it: the figures recompute what it lacks
+                old = e == 1
                 entry = {"step": e * steps_per_epoch, "epoch": e, "target": 1.0,
-                         "embedding": _space(rng, 8), "projection": _space(rng, 16)}
+                         "embedding": _space(rng, 8, old_format=old), "projection": _space(rng, 16, old_format=old)}
                 f.write(json.dumps(entry) + "\n")
     return run
 
@@ -161,7 +167,6 @@ def test_plot_run_writes_every_figure(tmp_path):
             assert "<svg" in p.read_text()[:1000]
 
 
-
 def test_missing_optional_files_are_skipped(tmp_path):
     run = make_run(tmp_path, knn=False, diagnostics=False)
     (run / "diagnostics.jsonl").write_text("")  # exists but empty: still nothing to plot
@@ -184,8 +189,14 @@ def test_single_run_figures_have_legends(tmp_path):
     assert left.get_yscale() == "log"
     assert any("effective rank" in t.get_text() for t in left.get_legend().get_texts())
     assert any("hinge target γ = 1" in t.get_text() for t in right.get_legend().get_texts())
+    assert "frac_below_target" in entries[0]["embedding"] and "dead_fraction" in entries[-1]["embedding"]
     collapse = fig_collapse_over_training(entries, "run-a")
     assert [len(line.get_xdata()) for line in collapse.axes[0].get_lines()] == [3, 3]
+    hinge = collapse.axes[2].get_lines()[1].get_ydata()  # the projection's mean hinge, old entry and new ones
+    expected = [np.maximum(0.0, 1.0 - np.asarray(e["projection"]["std"])).mean() for e in entries]
+    np.testing.assert_allclose(hinge, expected, rtol=1e-6)  # recomputed from the stored std where it was missing
+    dead = collapse.axes[1].get_lines()[0].get_ydata()
+    assert all(0.0 <= d <= 100.0 for d in dead)
 
 
 def test_tsne_is_deterministic_and_separates_clusters():

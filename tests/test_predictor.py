@@ -26,7 +26,7 @@ from vicreg.worldmodel import (
     rollout_errors,
     save_predictor,
 )
-from vicreg.worldmodel.fit import _rollout_loss
+from vicreg.worldmodel.fit import rollout_loss
 
 QUIET = {"log": lambda line: None}
 
@@ -129,7 +129,7 @@ def test_train_horizon_loss_feeds_predictions_back():
     model = MLPPredictor(dim=3, context=2)
     window = torch.randn(5, 2 + 3, 3)
     expected = torch.stack([F.mse_loss(window[:, 1], window[:, 2 + j]) for j in range(3)]).mean()
-    assert _rollout_loss(model, window, None, 2).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert rollout_loss(model, window, None, 2).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_train_horizon_fit_runs_with_actions(pushed_data):

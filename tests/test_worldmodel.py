@@ -24,7 +24,6 @@ def QUIET(_msg: str) -> None:
     """A log that prints nothing."""
 
 
-
 def _encoder_run(path, **extra):
     over = {"data.video.sequences": 24, "data.video.test_sequences": 8, "data.video.length": 8,
             "data.video.canvas": 16, "data.video.sprite_size": 6, "data.video.distractors": 2,

@@ -1,5 +1,6 @@
 """The ``vicreg`` command.
 
+    vicreg --version                          the installed version
     vicreg train                              the offline demo (digits, small CNN, about a minute on CPU)
     vicreg train --preset resnet18-cifar      a preset (vicreg presets lists them)
     vicreg train --preset seed --loss.mu 1    any config field overridden as --section.key value
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -34,6 +36,7 @@ from .config import (
     load_yaml,
     parse_overrides,
 )
+from .rundir import EVAL, PREDICTOR
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
                       "train.log_every",
@@ -158,8 +161,6 @@ def _cmd_presets() -> None:
 
 
 def _cmd_train(args, extra: list[str]) -> int:
-    from pathlib import Path
-
     from .config import with_overrides
     from .rundir import read_config
     from .train import train
@@ -198,7 +199,7 @@ def _cmd_eval(args) -> int:
     report = evaluate_run(args.run_dir, device=args.device, ks=tuple(args.k), temperature=args.temperature,
                           probe_epochs=args.probe_epochs, raw_pixels=not args.no_raw_pixels)
     print(format_eval_table(report))
-    print(f"wrote {args.run_dir.rstrip('/')}/eval.json ({report['seconds']:.1f} s on {report['device']})")
+    print(f"wrote {Path(args.run_dir) / EVAL} ({report['seconds']:.1f} s on {report['device']})")
     return 0
 
 
@@ -261,7 +262,7 @@ def _cmd_eval_predictor(args) -> int:
     print(format_rollout_table(report))
     for path in report["figures"]:
         print(f"wrote {path}")
-    print(f"wrote {args.run_dir.rstrip('/')}/predictor/eval.json ({report['seconds']:.1f} s)")
+    print(f"wrote {Path(args.run_dir) / PREDICTOR / EVAL} ({report['seconds']:.1f} s)")
     return 0
 
 

@@ -143,7 +143,7 @@ class ModelConfig:
     representation used for k-NN evaluation and plots. The loss is applied to the *projection*.
     """
 
-    backbone: str = "small_cnn"  # a name in vicreg.models.BACKBONES
+    backbone: str = "small_cnn"  # a name in vicreg.backbones.BACKBONES
     pretrained: bool = False  # torchvision weights where the backbone has them (downloads)
     freeze_backbone: bool = False
     head: Literal["none", "seed", "mlp"] = "none"  # seed: the write-up's Linear/ReLU/Dropout/BN head

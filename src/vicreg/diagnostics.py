@@ -15,12 +15,15 @@ For an embedding matrix z of shape (N, D)::
     median std     = median_j std_j                          the level's scale
     dead share     = mean_j [std_j < max(median std / 10, 2 sqrt(eps))]
                                                              dimensions that carry (almost) nothing
-    mean hinge     = mean_j max(0, gamma - std_j)            the variance term itself (projection)
+    mean hinge     = mean_j max(0, gamma - std_j)            the variance term's formula, on these samples
+
+The training loop measures them on a fixed sample of un-augmented test images with the model in eval mode,
+so the mean hinge is the variance term's formula on those images, not the training loss's value.
 
 How to read them. A healthy projection sits *just under* gamma: the hinge stops pushing once a dimension
 reaches it, so its stds are spread below 1 (median 0.79 after 40 epochs of the demo) and its mean hinge is
 small (about 0.2); collapsed, the hinge nears gamma (1.0). No loss term holds the embedding to gamma, so
-its scale is its own (median 0.23 on the demo): judge it by the dead share (0 % healthy, 100 % for complete
+its scale is its own (median 0.24 on the demo): judge it by the dead share (0 % healthy, 100 % for complete
 collapse, where every std is near sqrt(eps)) and by the effective rank (dimensional collapse: the points
 spread along few directions). "The share of dimensions below gamma" is no use: it reads 100 % for healthy
 and collapsed runs alike.
@@ -60,7 +63,6 @@ class Diagnostics:
     def scalars(self) -> dict:
         """The single-number figures (summary.json, TensorBoard)."""
         return {k: getattr(self, k) for k in self.SCALARS}
-
 
 
 def brief(embedding: Diagnostics, projection: Diagnostics) -> str:

@@ -1,7 +1,8 @@
-"""Optimisers (LARS, AdamW, SGD), parameter groups and the learning-rate schedule.
+"""Optimisers (LARS, AdamW, SGD), parameter groups, the peak learning rate and setting it in place.
 
-The schedule is a pure function of the step (:func:`vicreg.schedule.warmup_cosine`): linear warm-up from 0, then a
-cosine decay to ``lr * final_lr_ratio``. The scheduler's whole state is therefore the step number.
+The schedule lives in :mod:`vicreg.schedule` (:func:`~vicreg.schedule.warmup_cosine`), a pure function of the
+step: linear warm-up from 0, then a cosine decay to ``lr * final_lr_ratio``. The scheduler's whole state is
+therefore the step number.
 """
 
 from __future__ import annotations

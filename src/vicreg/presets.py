@@ -25,7 +25,6 @@ _PAPER_VIEW = {
 }
 
 
-
 def _both(view: dict) -> dict:
     """A recipe whose two views share one description."""
     return {"view_a": dict(view), "view_b": dict(view)}

@@ -38,7 +38,8 @@ __all__ = ["RUN_FORMAT", "create_run_dir", "run_format", "read_config", "read_co
            "is_finished", "read_metrics", "read_knn", "read_diagnostics", "read_summary", "write_json",
            "atomic_save", "load_checkpoint", "save_checkpoint", "trim_to_step", "MetricsWriter", "RunLog"]
 
-RUN_FORMAT = 1  # bump when a file's meaning changes; readers refuse runs of a newer format
+RUN_FORMAT = 1  # bump when a file's meaning changes; read_config (so loading, resuming, evaluating a run),
+#                 create_run_dir and plot_run refuse runs of a newer format
 
 FORMAT = "run.json"
 CONFIG = "config.yaml"
@@ -66,10 +67,14 @@ LOSS_COLUMNS = METRIC_COLUMNS[3:7]
 
 
 def create_run_dir(run_dir: Path | str, cfg: Config) -> Path:
-    """Make ``run_dir`` (or keep it, when resuming) and write run.json and config.yaml into it."""
+    """Make ``run_dir`` and write run.json and config.yaml into it. A run being resumed keeps its run.json
+    (which says what wrote it) after its format is checked; one from before run.json existed gets one."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / FORMAT, {"format": RUN_FORMAT, "vicreg": __version__})
+    if (run_dir / FORMAT).exists():
+        run_format(run_dir)
+    else:
+        write_json(run_dir / FORMAT, {"format": RUN_FORMAT, "vicreg": __version__})
     save_yaml(cfg, run_dir / CONFIG)
     return run_dir
 

@@ -76,7 +76,7 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     ckpt = load_checkpoint(run_dir, map_location="cpu")
-    dev = resolve_device(device)
+    dev = resolve_device(device, "device")
     dataset = load_dataset(cfg.data, log=log)
     # weights come from the checkpoint: never download pretrained ones here
     model = build_model(replace(cfg.model, pretrained=False), dataset.channels, [0.0] * dataset.channels,

@@ -256,7 +256,7 @@ class Meter:
             loss, inv, var, cov = last
             self.bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} "
                                      f"{p.collapse} {ips:,.0f} img/s", refresh=False)
-        self.restart_window(p.step)
+        self.window_time, self.window_step = now, p.step
 
     def restart_window(self, step: int) -> None:
         self.window_time, self.window_step = time.perf_counter(), step
@@ -418,8 +418,8 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
 
     s = set_up(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg), echo or tqdm.write)
     p = restore(s) if resume else Progress()
-    meter = Meter(s, p)
     s.log(_describe(s))
+    meter = Meter(s, p)
     start_step = p.step
     s.model.train()
     meter.clock.start()

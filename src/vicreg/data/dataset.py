@@ -84,7 +84,6 @@ def spread_subset(split: Split, n: int) -> Split:
     return Split(split.labels[idx], None, torch.utils.data.Subset(split.source, idx.tolist()))
 
 
-
 def stats_sample(dataset: ImageDataset, whole_clips: bool = False, streamed_count: int = 1000) -> torch.Tensor:
     """The uint8 images the input normalisation is measured on: the training split (the labelled frames when
     training on whole clips, whose channels stack frames), or about ``streamed_count`` images spread over a

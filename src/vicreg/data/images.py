@@ -30,7 +30,7 @@ def load_digits(cfg: DataConfig, log: Log = print) -> ImageDataset:
     tr, te = train_test_split(np.arange(len(labels)), test_size=cfg.test_fraction, stratify=labels,
                               random_state=cfg.split_seed)
     return make_dataset("digits", [str(i) for i in range(10)], in_memory(images[tr], labels[tr]),
-                    in_memory(images[te], labels[te]), "scikit-learn (bundled)", log)
+                        in_memory(images[te], labels[te]), "scikit-learn (bundled)", log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def load_stl10(cfg: DataConfig, log: Log = print) -> ImageDataset:
     else:
         train = labeled
     return make_dataset("stl10", classes, train, Split(y_test, test_images), str(folder), log, train_labeled=labeled,
-                    note=f" ({n_train} labelled + {n_unl} unlabeled)")
+                        note=f" ({n_train} labelled + {n_unl} unlabeled)")
 
 
 # --------------------------------------------------------------------------------------------

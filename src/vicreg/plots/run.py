@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..rundir import PLOTS, read_config_dict, read_diagnostics, read_knn, read_metrics, read_summary
+from ..rundir import PLOTS, read_config_dict, read_diagnostics, read_knn, read_metrics, read_summary, run_format
 from .embeddings import check_outputs, embedding_map, fig_scatter2d, fig_tsne
 from .style import save_figure
 from .training import fig_collapse_over_training, fig_knn, fig_loss_curves, fig_spectrum
@@ -23,10 +23,12 @@ def run_title(run_dir: Path) -> str:
 def plot_run(run_dir: Path | str, outputs: Mapping[str, np.ndarray] | None = None,
              class_names: Sequence[str] | None = None, out_dir: Path | str | None = None, window: int = 200,
              tsne_points: int = 10_000, seed: int = 0, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Write the figures that apply to ``run_dir`` into ``out_dir`` (default run_dir/plots); see the module
-    docstring for the list. ``outputs``: the test split's {"embedding": (N, E), "labels": (N,), ...}.
+    """Write the figures that apply to ``run_dir`` into ``out_dir`` (default run_dir/plots); see the
+    :mod:`vicreg.plots` docstring for the list. ``outputs``: the test split's {"embedding": (N, E),
+    "labels": (N,), ...}.
     Scatter plots are PNG only (thousands of points); ``formats`` applies to the line plots."""
     run_dir = Path(run_dir)
+    run_format(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / PLOTS
     name = run_title(run_dir)
     written = save_figure(fig_loss_curves(read_metrics(run_dir), window, title=name), out / "loss", formats)

@@ -20,7 +20,7 @@ from ..loss import covariance_term, variance_term
 from ..schedule import warmup_cosine
 from .predictor import EmbeddingNorm, build_predictor, check_actions, check_embeddings, eval_mode
 
-__all__ = ["FitResult", "fit_predictor", "save_predictor", "load_predictor", "prediction_loss"]
+__all__ = ["FitResult", "fit_predictor", "save_predictor", "load_predictor", "prediction_loss", "rollout_loss"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _gather(x: Tensor, seq: Tensor, start: Tensor, length: int) -> Tensor:
     return x[seq[:, None], frames]
 
 
-def _rollout_loss(model: nn.Module, window: Tensor, actions: Tensor | None, context: int) -> Tensor:
+def rollout_loss(model: nn.Module, window: Tensor, actions: Tensor | None, context: int) -> Tensor:
     """Mean MSE over the autoregressive steps of one batch of windows (standardised units).
 
     window: (B, k + h, E), frames s..s+k+h-1; actions: (B, k + h - 1, A) or None. Step j predicts frame
@@ -97,7 +97,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, z: Tensor, 
             group["lr"] = warmup_cosine(step, total_steps, 0, cfg.lr)
         seq, start = windows[0][idx], windows[1][idx]
         act = None if actions is None else _gather(actions, seq, start, k + h - 1)
-        loss = _rollout_loss(model, _gather(z, seq, start, k + h), act, k)
+        loss = rollout_loss(model, _gather(z, seq, start, k + h), act, k)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -145,7 +145,7 @@ def fit_predictor(
                 raise ValueError("val_actions is None, but the predictor is trained with actions: pass both or neither")
             val_actions = check_actions(val_actions, val, "val_actions", action_dim)
 
-    dev = resolve_device(device, "predictor.device")
+    dev = resolve_device(device, "device")
     x = train.to(dev).float()
     norm = EmbeddingNorm.fit(x)
     z = norm(x)

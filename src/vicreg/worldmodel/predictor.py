@@ -10,8 +10,9 @@ Conventions:
 * **Units.** The predictor works in *standardised* units: every embedding dimension is shifted and scaled by
   the mean and std of the training embeddings (:class:`EmbeddingNorm`). An MSE of 1.0 is then about the
   embedding's own variance, so prediction errors are comparable across encoders. The functions that take
-  *raw* embeddings (:func:`fit_predictor`, :func:`rollout`, the baselines) say so; all errors
-  (:func:`rollout_errors`, the training history) are in standardised units.
+  *raw* embeddings (:func:`vicreg.worldmodel.fit.fit_predictor`, :func:`vicreg.worldmodel.rollout.rollout`,
+  the baselines) say so; all errors (:func:`vicreg.worldmodel.rollout.rollout_errors`, the training history)
+  are in standardised units.
 * **Residual.** Both predictors output ``context[:, -1] + delta``: a change from the last context embedding.
   The last layer starts at zero, so an untrained predictor is the "next = last" baseline.
 * **Action timing.** ``actions[:, t]`` is the action (push) applied between frame t and frame t + 1. Each
@@ -75,10 +76,8 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
 
 
 # --------------------------------------------------------------------------------------------
