@@ -1,4 +1,5 @@
-# make demo  : create .venv, install vicreg, run the offline demo (digits, CPU, about a minute)
+# make demo  : create .venv, install vicreg[test], run the offline demo (digits, CPU: about a minute of
+#              training on 2 cores, after an install of a few minutes on a fresh clone)
 # make test  : create .venv, install vicreg with test extras, run the whole test suite (what CI runs)
 # make test-fast : the suite without the tests marked slow (compilation, end-to-end runs): for working
 # make lint  : ruff (lint + import order) and the import-circle check (tools/import_graph.py)

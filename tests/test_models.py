@@ -1,35 +1,10 @@
-"""Backbone registry, the write-up's seed model and the model's three outputs."""
+"""The write-up's seed model and the model's three outputs."""
 
-import pytest
 import torch
 from torch import nn
 
-from vicreg.backbones import BACKBONES, create_backbone
 from vicreg.config import ModelConfig, build_config
 from vicreg.models import build_model, expander
-
-SIZES = {"small_cnn": 16, "resnet18_cifar": 16, "resnet18": 32, "resnet50": 32, "vgg16": 32}
-
-
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-@pytest.mark.parametrize("channels", [1, 3])
-def test_every_backbone_outputs_its_dim(name, channels):
-    net, dim = create_backbone(name, channels)
-    size = max(SIZES.get(name, 32), BACKBONES[name].min_size)
-    with torch.no_grad():
-        out = net.eval()(torch.rand(2, channels, size, size))
-    assert out.shape == (2, dim)
-
-
-def test_unknown_backbone_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown backbone 'vit' \\(known backbones: resnet18, resnet18_cifar"):
-        create_backbone("vit")
-
-
-def test_resnet18_cifar_stem():
-    net, _ = create_backbone("resnet18_cifar", 1)
-    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.in_channels == 1
-    assert isinstance(net.maxpool, nn.Identity)
 
 
 def test_seed_model_matches_the_writeup():

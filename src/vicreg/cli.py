@@ -152,7 +152,7 @@ def _cmd_presets() -> None:
     print("presets (vicreg train --preset NAME):")
     for name, p in PRESETS.items():
         d, m = p.get("data", {}), p.get("model", {})
-        print(f"  {name:18s} {d.get('dataset', '?'):14s} {m.get('backbone', '?'):15s} "
+        print(f"  {name:22s} {d.get('dataset', '?'):14s} {m.get('backbone', '?'):15s} "
               f"expander {m.get('expander')}, {p.get('train', {}).get('epochs')} epochs")
     print("augmentation recipes (--augment.recipe NAME):", ", ".join(RECIPES))
     print("backbones (--model.backbone NAME):")

@@ -8,6 +8,8 @@ from typing import Iterator
 
 import torch
 
+from .config import ConfigError
+
 __all__ = ["resolve_device", "autocast_dtype", "synchronize", "cpu_threads", "small_cpu_work", "SMALL_CPU_WORK"]
 
 SMALL_CPU_WORK = 1 << 17  # batch rows x model width up to which CPU work runs on one thread (see cpu_threads)
@@ -15,15 +17,16 @@ SMALL_CPU_WORK = 1 << 17  # batch rows x model width up to which CPU work runs o
 
 def resolve_device(name: str | torch.device = "auto", key: str = "train.device") -> torch.device:
     """``auto``: CUDA when available, else the CPU; anything else as torch names it. ``key`` is the config
-    field the name came from, for the error when CUDA is asked for and missing."""
+    field the name came from, for the error (a ConfigError) when the name is not a device or CUDA is missing."""
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"{key}={str(name)!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise ConfigError(f"{key}={str(name)!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{key}={str(name)!r} is not valid: CUDA is not available on this machine (use auto or cpu)")
+        raise ConfigError(f"{key}={str(name)!r} is not valid: CUDA is not available on this machine (use auto or "
+                          f"cpu)")
     return device
 
 

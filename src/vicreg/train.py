@@ -139,10 +139,10 @@ def _batches(cfg: Config, dataset: ImageDataset, device: torch.device, log: RunL
 
 
 def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None]) -> Session:
-    """Run directory, device and seeds; data on the device; model, augmentation, optimiser and the step."""
+    """Device, run directory and seeds; data on the device; model, augmentation, optimiser and the step."""
+    device = resolve_device(cfg.train.device)  # a bad device stops here, before the run directory exists
     create_run_dir(run_dir, cfg)
     log = RunLog(run_dir, echo)
-    device = resolve_device(cfg.train.device)
     amp = autocast_dtype(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
     channels_last = cfg.model.channels_last and device.type == "cuda"
