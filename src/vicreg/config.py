@@ -180,12 +180,13 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch (images per step): with N processes, each takes batch_size / N
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     stack_views: bool = True  # both views through the model in one call (see vicreg.step); false: one per view
     batchnorm: Literal["per_view", "joint"] = "per_view"  # with stack_views: BN statistics per view (exact) or joint
+    sync_batchnorm: bool = True  # several processes (torchrun): batch norm over the global batch, as the paper does
     compile: bool | Literal["auto"] = "auto"  # torch.compile the step (see compile_scope); auto: on CUDA only
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
     #   auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
@@ -217,7 +218,7 @@ class PredictorConfig:
     use_actions: bool = True  # feed the recorded pushes when the data has them
     train_horizon: int = 1  # steps of autoregressive roll-out in the training loss (1: teacher forcing)
     epochs: int = 30
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch (images per step): with N processes, each takes batch_size / N
     lr: float = 1e-3  # AdamW, cosine decay
     weight_decay: float = 1e-4
     joint: bool = False  # also train the encoder, with the VICReg variance and covariance terms on the

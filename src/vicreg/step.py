@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .augment import TwoViews
 from .config import Config, LossConfig, TrainConfig
+from .distributed import all_reduce_sum, world_size
 from .loss import LossTerms, vicreg_loss
 
 __all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batch_norm", "per_view_batchnorm", "stack_views",
@@ -41,7 +42,7 @@ LossFn = Callable[[Tensor, Tensor], LossTerms]
 
 
 def per_view_batch_norm(x: Tensor, views: int, weight: Tensor | None, bias: Tensor | None,
-                        eps: float) -> tuple[Tensor, Tensor, Tensor]:
+                        eps: float, sync: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode batch norm of ``views`` stacked views, each with its own statistics, without a copy.
 
     x: (V*N, C, *S) in any memory format -> y of the same shape and format, and each view's batch mean and
@@ -49,8 +50,11 @@ def per_view_batch_norm(x: Tensor, views: int, weight: Tensor | None, bias: Tens
     The statistics come from the (V, N, C, *S) view of ``x``; the affine map y = x * scale + shift (scale
     and shift per view and channel) is applied to ``x`` as a whole, so no view is split off and
     concatenated back (no ``aten::cat``). In float32 when ``x`` is bf16/fp16, as cuDNN does.
+
+    sync: the statistics of each view over every process of the job (SyncBatchNorm, per view): the sums
+    are all-reduced, so N processes normalise exactly as one process on their concatenated batches.
     """
-    return _PerViewBatchNorm.apply(x, weight, bias, views, eps)
+    return _PerViewBatchNorm.apply(x, weight, bias, views, eps, sync and world_size() > 1)
 
 
 def _rows(coef: Tensor, n: int) -> Tensor:
@@ -72,12 +76,17 @@ class _PerViewBatchNorm(torch.autograd.Function):
     in any memory format."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, views: int, eps: float):
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, views: int, eps: float,
+                sync: bool = False):
         xv = x.unflatten(0, (views, -1))  # (V, N, C, *S): a view, no copy
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32  # accumulation dtype
         reduce = (1, *range(3, xv.dim()))  # the samples of a view and the spatial positions
         n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
-        if xv.device.type == "cpu":  # two passes of plain sums: on the CPU twice as fast as var_mean (Welford)
+        if sync:  # over every process: two passes of all-reduced sums, n the global count
+            n *= world_size()
+            mean = all_reduce_sum(xv.sum(reduce, keepdim=True, dtype=acc)) / n
+            var = all_reduce_sum((xv - mean).square_().sum(reduce, keepdim=True)) / n
+        elif xv.device.type == "cpu":  # two passes of plain sums: on the CPU twice as fast as var_mean (Welford)
             mean = xv.sum(reduce, keepdim=True, dtype=acc) / n  # (V, 1, C, 1, ...)
             var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased: what batch norm divides by
         else:  # one pass (Welford) on the GPU, as the stock kernels do (on a float32 copy of bf16 input)
@@ -88,7 +97,8 @@ class _PerViewBatchNorm(torch.autograd.Function):
         shift = -mean * scale if bias is None else torch.addcmul(bias.view(shape), mean, scale, value=-1)
         y = torch.addcmul(_rows(shift, xv.shape[1]), x, _rows(scale, xv.shape[1])).to(x.dtype)  # x's layout
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.views, ctx.reduce, ctx.shape, ctx.has_bias = views, reduce, shape, bias is not None
+        ctx.views, ctx.reduce, ctx.shape, ctx.has_bias, ctx.sync = views, reduce, shape, bias is not None, sync
+        ctx.n = n
         mean, var = mean.flatten(), var.flatten()
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -97,13 +107,16 @@ class _PerViewBatchNorm(torch.autograd.Function):
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):
         x, weight, mean, invstd = ctx.saved_tensors
         xv, dyv = x.unflatten(0, (ctx.views, -1)), dy.unflatten(0, (ctx.views, -1))
-        rows = xv.shape[1]
-        n = xv.numel() // mean.numel()
+        rows, n = xv.shape[1], ctx.n
         sum_dy = dyv.sum(ctx.reduce, keepdim=True, dtype=mean.dtype)
         sum_dy_xhat = (xv - mean).mul_(dyv).sum(ctx.reduce, keepdim=True) * invstd  # centred: exact for large means
+        # synced: x's gradient needs the sums over every process; the weight's and bias's stay this process's
+        # own (DDP averages them over processes, as it does every other parameter's)
+        total_dy = all_reduce_sum(sum_dy.clone()) if ctx.sync else sum_dy
+        total_dy_xhat = all_reduce_sum(sum_dy_xhat.clone()) if ctx.sync else sum_dy_xhat
         k = invstd if weight is None else invstd * weight.view(ctx.shape)
-        b = -k * invstd * sum_dy_xhat / n
-        c = -k * sum_dy / n - b * mean
+        b = -k * invstd * total_dy_xhat / n
+        c = -k * total_dy / n - b * mean
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = torch.addcmul(torch.addcmul(_rows(c, rows), x, _rows(b, rows)), dy, _rows(k, rows)).to(x.dtype)
@@ -111,13 +124,14 @@ class _PerViewBatchNorm(torch.autograd.Function):
             dw = sum_dy_xhat.sum(0).flatten()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = sum_dy.sum(0).flatten()
-        return dx, dw, db, None, None
+        return dx, dw, db, None, None, None
 
 
 class _PerView:
     """Mixin for batch-norm classes: in training, a (views * N, ...) batch is normalised view by view."""
 
     views: int = 2
+    sync: bool = False  # statistics over every process of the job (set by per_view_batchnorm(sync=True))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.views == 1:
@@ -126,10 +140,10 @@ class _PerView:
             raise ValueError(f"{type(self).__name__} expects {self.views} stacked views of equal size, "
                              f"got a batch of {x.shape[0]} rows")
         self._check_input_dim(x)
-        y, mean, var = per_view_batch_norm(x, self.views, self.weight, self.bias, self.eps)
+        y, mean, var = per_view_batch_norm(x, self.views, self.weight, self.bias, self.eps, self.sync)
         if self.training and self.track_running_stats:
-            self._update_running_stats(mean.detach().view(self.views, -1), var.detach().view(self.views, -1),
-                                       x.numel() // (self.views * x.shape[1]))
+            n = x.numel() // (self.views * x.shape[1]) * (world_size() if self.sync else 1)
+            self._update_running_stats(mean.detach().view(self.views, -1), var.detach().view(self.views, -1), n)
         return y
 
     @torch.no_grad()
@@ -151,7 +165,7 @@ class _PerView:
                 running.add_(batch[v].to(running.dtype), alpha=m * (1 - m) ** (self.views - 1 - v))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, views={self.views}"
+        return f"{super().extra_repr()}, views={self.views}" + (", sync" if self.sync else "")
 
 
 class PerViewBatchNorm1d(_PerView, nn.BatchNorm1d):
@@ -165,12 +179,12 @@ class PerViewBatchNorm2d(_PerView, nn.BatchNorm2d):
 _PER_VIEW = {nn.BatchNorm1d: PerViewBatchNorm1d, nn.BatchNorm2d: PerViewBatchNorm2d}
 
 
-def per_view_batchnorm(model: nn.Module, views: int = 2) -> int:
+def per_view_batchnorm(model: nn.Module, views: int = 2, sync: bool = False) -> int:
     """Swap every nn.BatchNorm1d/2d in ``model`` (in place) for its per-view twin; returns how many.
 
     Parameters and buffers are the same tensors, so the state_dict, the optimiser's parameters and
     checkpoints are unchanged; in eval mode the layers behave exactly as before. Calling it again on a
-    converted model only sets ``views``.
+    converted model only sets ``views`` and ``sync``. sync: statistics over every process of the job.
     """
     if views < 1:
         raise ValueError(f"views={views} must be >= 1")
@@ -178,10 +192,12 @@ def per_view_batchnorm(model: nn.Module, views: int = 2) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, _PerView):
-                child.views = views
+                child.views, child.sync = views, sync
                 count += 1
             elif type(child) in _PER_VIEW:
-                setattr(parent, name, _twin(child, views))
+                twin = _twin(child, views)
+                twin.sync = sync
+                setattr(parent, name, twin)
                 count += 1
     return count
 
@@ -250,7 +266,7 @@ def build_loss_fn(model: nn.Module, cfg: Config, amp: torch.dtype | None, channe
     ``model`` in place), or one forward per view. :class:`Step` compiles it when asked."""
     t = cfg.train
     if t.stack_views and t.batchnorm == "per_view":
-        per_view_batchnorm(model, views=2)
+        per_view_batchnorm(model, views=2, sync=t.sync_batchnorm and world_size() > 1)
     return make_loss_fn(model, cfg.loss, stack=t.stack_views, amp=amp, channels_last=channels_last, gather=gather)
 
 
