@@ -10,13 +10,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from numerics import FLOAT64_REL, assert_rel_close
 
 from vicreg import vicreg_loss
 from vicreg.config import LossConfig, ModelConfig
 from vicreg.distributed import all_reduce_mean, gather_with_grad, rank, world_size
 from vicreg.models import build_model
 from vicreg.step import make_loss_fn, per_view_batchnorm
+
+from numerics import FLOAT64_REL, assert_rel_close
 
 WORLD = 2
 
