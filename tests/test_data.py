@@ -533,3 +533,19 @@ def test_limit_train_and_test_take_the_first_images():
     assert torch.equal(small.train.images, full.train.images[:100])
     assert torch.equal(small.test.labels, full.test.labels[:30])
     assert any("first 100 training and 30 test images" in line for line in lines)
+
+
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_shards_of_a_global_batch_concatenate_to_one_process_batch(placement):
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1)
+    split = Split(torch.arange(50), images)
+    common = dict(shuffle=True, drop_last=True, placement=placement, num_workers=0, seed=3, log=lambda m: None)
+    whole = Batches(split, 12, "cpu", **common)
+    shards = [Batches(split, 6, "cpu", shard=(r, 2), **common) for r in range(2)]
+    assert len(whole) == len(shards[0]) == len(shards[1]) == 4  # 50 // 12: the last partial global batch dropped
+    for epoch in (0, 1):
+        for (x, y), (x0, y0), (x1, y1) in zip(whole.epoch(epoch, start=1), shards[0].epoch(epoch, start=1),
+                                               shards[1].epoch(epoch, start=1)):
+            assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    with pytest.raises(ValueError, match=r"shard=\(2, 2\) is not valid"):
+        Batches(split, 6, "cpu", shard=(2, 2), **common)

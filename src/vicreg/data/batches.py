@@ -29,21 +29,30 @@ def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
+def _shard_bounds(i: int, batch_size: int, n: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Rows [lo, hi) of the order that make this process's part of batch ``i``: the global batch i is
+    rows [i*G, (i+1)*G) with G = batch_size * world, and process ``rank`` takes its rank-th slice."""
+    rank, world = shard
+    start = i * batch_size * world + rank * batch_size
+    return min(n, start), min(n, start + batch_size)
+
+
 class _EpochBatchSampler(Sampler[list[int]]):
     """Index lists of the batches ``start..`` of an epoch, in the (seed, epoch) order of Batches."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                 shard: tuple[int, int] = (0, 1)):
         self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
+        self.shard = shard
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
-        return _num_batches(self.n, self.batch_size, self.drop_last) - self.start
+        return _num_batches(self.n, self.batch_size * self.shard[1], self.drop_last) - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else None
-        b = self.batch_size
-        for i in range(self.start, _num_batches(self.n, b, self.drop_last)):
-            lo, hi = i * b, min(self.n, (i + 1) * b)
+        for i in range(self.start, _num_batches(self.n, self.batch_size * self.shard[1], self.drop_last)):
+            lo, hi = _shard_bounds(i, self.batch_size, self.n, self.shard)
             yield order[lo:hi].tolist() if order is not None else list(range(lo, hi))
 
 
@@ -93,13 +102,20 @@ class Batches:
     ``max_device_fraction`` of the free GPU memory): a DataLoader with ``num_workers`` persistent
     workers follows the same order. Shuffled orders depend only on ``(seed, epoch)``. Batches that are
     slices of a resident split (no shuffle) are views of it: do not modify them in place.
+
+    shard ``(rank, world)``: data parallelism. The global batch ``i`` is ``batch_size * world`` rows of the
+    epoch's order and this process yields its rank-th slice of ``batch_size`` rows, so the processes'
+    batches, concatenated in rank order, are the batch one process of ``batch_size * world`` would see.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device | str, *, shuffle: bool,
                  drop_last: bool, placement: str = "auto", num_workers: int = 4, max_device_fraction: float = 0.5,
-                 seed: int = 0, log: Log = print):
+                 seed: int = 0, log: Log = print, shard: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard={shard} is not valid: expected (rank, world) with 0 <= rank < world")
+        self.shard = shard
         if placement not in ("auto", "device", "stream"):
             raise ValueError(f"placement={placement!r} is not valid: expected one of 'auto', 'device', 'stream'")
         self.split, self.batch_size, self.device = split, batch_size, torch.device(device)
@@ -115,7 +131,7 @@ class Batches:
                                              _to_device(split.labels, self.device))
             self._images, self._labels = split.device_copies[key]
         else:
-            self._sampler = _EpochBatchSampler(len(split), batch_size, shuffle, drop_last, seed)
+            self._sampler = _EpochBatchSampler(len(split), batch_size, shuffle, drop_last, seed, shard)
             source = split.source if split.source is not None else _TensorSource(split.images, split.labels)
             self._loader = DataLoader(source, batch_sampler=self._sampler, num_workers=num_workers,
                                       collate_fn=_collate, pin_memory=self.device.type == "cuda",
@@ -141,7 +157,7 @@ class Batches:
         return False
 
     def __len__(self) -> int:
-        return _num_batches(len(self.split), self.batch_size, self.drop_last)
+        return _num_batches(len(self.split), self.batch_size * self.shard[1], self.drop_last)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the batches ``start, start+1, ...`` of ``epoch`` (images uint8, labels int64, on the device).
@@ -166,7 +182,7 @@ class Batches:
             else:
                 order = order.to(self.device)
         for i in range(start, len(self)):
-            lo, hi = i * b, min(n, (i + 1) * b)
+            lo, hi = _shard_bounds(i, b, n, self.shard)
             if order is None:
                 yield self._images[lo:hi], self._labels[lo:hi]
             else:
