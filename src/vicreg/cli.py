@@ -161,6 +161,19 @@ def _cmd_presets() -> None:
 
 
 def _cmd_train(args, extra: list[str]) -> int:
+    from .distributed import rank, shutdown
+
+    try:
+        result = _train_or_resume(args, extra)
+        main_process = rank() == 0
+    finally:
+        shutdown()  # a data-parallel job (torchrun) leaves its process group here
+    if not main_process:
+        return 130 if result.interrupted else 0
+    return _print_result(result)
+
+
+def _train_or_resume(args, extra: list[str]):
     from .config import with_overrides
     from .rundir import read_config
     from .train import train
@@ -177,7 +190,10 @@ def _cmd_train(args, extra: list[str]) -> int:
     else:
         cfg = _resolve(args, extra)
         result = train(cfg)
+    return result
 
+
+def _print_result(result) -> int:
     print(f"run directory: {result.run_dir}")
     if result.interrupted:
         print(f"interrupted at step {result.step}; resume with: vicreg train --resume {result.run_dir}")

@@ -208,6 +208,59 @@ def atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class RunLock:
+    """run.lock in a run directory while a job trains in it: a second job (another ``vicreg train`` or
+    ``--resume`` of the same run) stops with one line naming the holder. A lock whose process is gone
+    (on this host) is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "run.lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        import socket
+
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise RuntimeError(f"{self.path.parent} is in use by another job (process {holder.get('pid')} on "
+                                   f"{holder.get('host')}, see {self.path}); wait for it or delete the lock if "
+                                   f"that job is gone") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     """Load a checkpoint (a run directory or the file) without unpickling arbitrary objects
     (torch.load(weights_only=True))."""
@@ -219,13 +272,22 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    step: int, schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
-                    train_seconds: float = 0.0) -> None:
-    """Everything a resumed run needs, written atomically to run_dir/checkpoint.pt."""
+def rng_state(augment_generator: torch.Generator) -> dict:
+    """This process's random states: torch's, the augmentations' generator's and CUDA's."""
     rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    step: int, schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
+                    train_seconds: float = 0.0, rank_rngs: list[dict] | None = None) -> None:
+    """Everything a resumed run needs, written atomically to run_dir/checkpoint.pt. ``rank_rngs``: the random
+    states of every process of a data-parallel run, in rank order (``rng["ranks"]``; rank 0's are ``rng``)."""
+    rng = rank_rngs[0] if rank_rngs else rng_state(augment_generator)
+    if rank_rngs and len(rank_rngs) > 1:
+        rng = {**rng, "ranks": rank_rngs}
     atomic_save(
         {
             "format": 1,

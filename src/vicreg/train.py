@@ -18,10 +18,11 @@ returns; a second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,18 +31,28 @@ from torch import nn
 
 from .augment import TemporalViews, TwoViews
 from .backbones import input_size
-from .config import Config
+from .config import Config, ConfigError
 from .data import Batches, ImageDataset, load_dataset, spread_subset
 from .data.dataset import channel_stats, stats_sample
 from .device import autocast_dtype, resolve_device, synchronize
 from .diagnostics import brief, collapse_diagnostics
+from .distributed import Dist, all_reduce_mean, barrier, broadcast_object, gather_with_grad, init_from_env
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .models import VICReg, build_model
 from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
 from .rundir import SUMMARY as SUMMARY_FILE
-from .rundir import MetricsWriter, RunLog, create_run_dir, load_checkpoint, save_checkpoint, write_json
+from .rundir import (
+    MetricsWriter,
+    RunLock,
+    RunLog,
+    create_run_dir,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    write_json,
+)
 from .schedule import warmup_cosine
-from .step import Step, compiles_update
+from .step import Step, compiles_update, per_view_batchnorm, resolve_compile
 
 __all__ = ["train", "RunResult", "Session", "Progress", "set_up", "restore", "train_epoch", "end_of_epoch",
            "finish", "default_run_dir"]
@@ -82,6 +93,7 @@ class Session:
     optimizer: torch.optim.Optimizer
     step_fn: Step
     schedule: dict  # total_steps, warmup_steps, peak_lr, final_lr_ratio (saved in the checkpoint)
+    dist: Dist = field(default_factory=Dist)  # this process's rank in a data-parallel job (one process: 0 of 1)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -123,26 +135,48 @@ def default_run_dir(cfg: Config) -> Path:
     return path
 
 
-def _batches(cfg: Config, dataset: ImageDataset, device: torch.device, log: RunLog) -> tuple[Batches, ...]:
-    """uint8 batches on the device (or streamed): train (shuffled), bank, test and the diagnostics sample."""
+def check_world(cfg: Config, dist: Dist) -> None:
+    """train.batch_size is the global batch: it must split into equal shards of at least 2 (the variance)."""
+    b, w = cfg.train.batch_size, dist.world
+    if b % w:
+        raise ConfigError(f"train.batch_size={b} is not valid with {w} processes: the global batch must divide "
+                          f"evenly among them (e.g. {b - b % w or w})")
+    if b // w < 2:
+        raise ConfigError(f"train.batch_size={b} is not valid with {w} processes: each would get {b // w} images, "
+                          f"and the variance needs at least 2 per process")
+
+
+def _batches(cfg: Config, dataset: ImageDataset, device: torch.device, log, dist: Dist) -> tuple[Batches, ...]:
+    """uint8 batches on the device (or streamed): train (shuffled; this process's shard of every global batch),
+    bank, test and the diagnostics sample."""
     t = cfg.train
     if len(dataset.train) < t.batch_size:
         raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(dataset.train)} training images")
     common = dict(placement=cfg.data.placement, num_workers=cfg.data.num_workers,
                   max_device_fraction=cfg.data.max_device_fraction, seed=t.seed, log=log)
     eval_bs = max(256, t.batch_size)
-    return (Batches(dataset.train, t.batch_size, device, shuffle=True, drop_last=True, **common),
+    return (Batches(dataset.train, t.batch_size // dist.world, device, shuffle=True, drop_last=True,
+                    shard=(dist.rank, dist.world), **common),
             Batches(dataset.train_labeled, eval_bs, device, shuffle=False, drop_last=False, **common),
             Batches(dataset.test, eval_bs, device, shuffle=False, drop_last=False, **common),
             Batches(spread_subset(dataset.test, t.diagnostics_samples), eval_bs, device, shuffle=False,
                     drop_last=False, **common))
 
 
-def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None]) -> Session:
-    """Device, run directory and seeds; data on the device; model, augmentation, optimiser and the step."""
+def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist = Dist(),
+           lock: RunLock | None = None) -> Session:
+    """Device, run directory and seeds; data on the device; model, augmentation, optimiser and the step.
+    In a data-parallel job only rank 0 writes the run directory (holding ``lock`` on it) and logs."""
     device = resolve_device(cfg.train.device)  # a bad device stops here, before the run directory exists
-    create_run_dir(run_dir, cfg)
-    log = RunLog(run_dir, echo)
+    if dist.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if lock is not None:
+            lock.acquire()
+        create_run_dir(run_dir, cfg)
+    barrier()
+    log = RunLog(run_dir, echo) if dist.main else _quiet
     amp = autocast_dtype(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
     channels_last = cfg.model.channels_last and device.type == "cuda"
@@ -151,7 +185,7 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None]) -> Session:
 
     dataset = load_dataset(cfg.data, log=log)
     size = input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log)
-    batches = _batches(cfg, dataset, device, log)
+    batches = _batches(cfg, dataset, device, log, dist)
     mean, std = channel_stats(stats_sample(dataset, whole_clips=bool(cfg.data.temporal_offset)))
 
     model = build_model(cfg.model, dataset.channels, mean, std).to(device)
@@ -165,17 +199,53 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None]) -> Session:
     if not labelled:
         log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
     generator = torch.Generator(device=device)
-    generator.manual_seed(cfg.train.seed)
+    generator.manual_seed(cfg.train.seed + AUGMENT_SEED_STRIDE * dist.rank)  # rank 0: the single-process stream
+    cfg = _step_config(cfg, device, dist, log)
     t = cfg.train
     optimizer = build_optimizer(cfg.optim, model, t.batch_size, lr_tensor=compiles_update(t, device))
     # both views in one call with per-view batch-norm statistics; compiled as train.compile asks (auto: CUDA)
-    step_fn = Step(model, cfg, optimizer, amp, channels_last, device, log)
+    step_fn = Step(_data_parallel(model, cfg, dist, device), cfg, optimizer, amp, channels_last, device, log,
+                   gather=gather_with_grad if dist.world > 1 else None)
     steps_per_epoch = len(batches[0])
     schedule = {"total_steps": t.epochs * steps_per_epoch,
                 "warmup_steps": round(cfg.optim.warmup_epochs * steps_per_epoch),
                 "peak_lr": peak_lr(cfg.optim, t.batch_size), "final_lr_ratio": cfg.optim.final_lr_ratio}
     return Session(cfg, run_dir, log, device, amp, channels_last, dataset, size, labelled, *batches, model, augment,
-                   generator, optimizer, step_fn, schedule)
+                   generator, optimizer, step_fn, schedule, dist)
+
+
+AUGMENT_SEED_STRIDE = 1_000_003  # rank r's augmentations draw from seed + r * this
+
+
+def _quiet(msg: str) -> None:
+    """The log of ranks other than 0: they print nothing."""
+
+
+def _step_config(cfg: Config, device: torch.device, dist: Dist, log) -> Config:
+    """The config the step runs under: compilation off (said once) in a data-parallel job, whose collectives
+    the compiled step does not capture yet."""
+    if dist.world > 1 and resolve_compile(cfg.train, device)[0]:
+        log(f"train.compile is off with {dist.world} processes: the compiled step does not capture the all-gather "
+            "and the synced batch norm yet (the step runs eagerly)")
+        return replace(cfg, train=replace(cfg.train, compile=False))
+    return cfg
+
+
+def _data_parallel(model: nn.Module, cfg: Config, dist: Dist, device: torch.device) -> nn.Module:
+    """The model as the step calls it: itself in one process; in a job, with batch norm synced over the
+    processes (per view, or torch's SyncBatchNorm for joint statistics) and wrapped in DDP."""
+    if dist.world == 1:
+        return model
+    t = cfg.train
+    if t.stack_views and t.batchnorm == "per_view":
+        per_view_batchnorm(model, views=2, sync=t.sync_batchnorm)
+    elif t.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp = nn.parallel.DistributedDataParallel
+    # the buffers (running statistics) stay equal on every process by themselves: no per-step broadcast
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else {"broadcast_buffers": False})  # the keyword's name changed in torch 2.14
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
 
 
 def _describe(s: Session) -> str:
@@ -185,7 +255,9 @@ def _describe(s: Session) -> str:
             f"{s.dataset.name}, {s.input_size}x{s.input_size} input, {t.epochs} epochs x {s.steps_per_epoch} steps "
             f"of {t.batch_size}, {s.device.type}{' bf16' if s.amp else ' fp32'}, "
             f"data {'on the device' if s.train_batches.resident else 'streamed'}, "
-            + (f"compiled ({t.compile_scope}, {s.step_fn.mode})" if s.step_fn.enabled else "eager"))
+            + (f"compiled ({t.compile_scope}, {s.step_fn.mode})" if s.step_fn.enabled else "eager")
+            + (f", {s.dist.world} processes ({s.dist.backend}), {t.batch_size // s.dist.world} images each"
+               if s.dist.world > 1 else ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,10 +270,15 @@ def restore(s: Session) -> Progress:
     ckpt = load_checkpoint(s.run_dir, map_location=s.device)
     s.model.load_state_dict(ckpt["model"])
     load_optimizer_state(s.optimizer, ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-    s.generator.set_state(ckpt["rng"]["augment"].cpu())
-    if "cuda" in ckpt["rng"] and s.device.type == "cuda":
-        torch.cuda.set_rng_state_all([state.cpu() for state in ckpt["rng"]["cuda"]])
+    ranks = ckpt["rng"].get("ranks", [ckpt["rng"]])
+    if len(ranks) != s.dist.world:
+        raise ConfigError(f"{s.run_dir} was trained by {len(ranks)} process(es): resume it with as many "
+                          f"(this job has {s.dist.world})")
+    rng = ranks[s.dist.rank]
+    torch.set_rng_state(rng["torch"].cpu())
+    s.generator.set_state(rng["augment"].cpu())
+    if "cuda" in rng and s.device.type == "cuda":
+        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
     p = Progress(step=int(ckpt["step"]), knn={int(k): v for k, v in ckpt["knn"].items()},
                  seconds_before=float(ckpt.get("train_seconds", 0.0)))
     s.log(f"resuming {s.run_dir} at step {p.step}/{s.total_steps} (epoch {p.step // s.steps_per_epoch})")
@@ -239,10 +316,10 @@ class Meter:
     def __init__(self, s: Session, p: Progress):
         from tqdm.auto import tqdm
 
-        self.batch_size = s.cfg.train.batch_size
-        self.metrics = MetricsWriter(s.run_dir, keep_until_step=p.step)
-        self.bar = tqdm(total=s.total_steps, initial=p.step, disable=None if s.cfg.train.progress else True,
-                        unit="step", dynamic_ncols=True)
+        self.batch_size = s.cfg.train.batch_size  # global: images/s are the job's
+        self.metrics = MetricsWriter(s.run_dir, keep_until_step=p.step) if s.dist.main else NullMetrics()
+        self.bar = tqdm(total=s.total_steps, initial=p.step, unit="step", dynamic_ncols=True,
+                        disable=None if s.cfg.train.progress and s.dist.main else True)
         self.clock = TrainClock(s.device)
         self.wall_start = time.perf_counter()
         self.window_time, self.window_step = self.wall_start, p.step
@@ -266,15 +343,28 @@ class Meter:
         self.metrics.close()
 
 
+class NullMetrics:
+    """The metrics of ranks other than 0: nothing is written."""
+
+    def add(self, *args) -> None: ...
+    def flush(self, *args, **kwargs) -> list[float]:
+        return []
+    def knn(self, *args) -> None: ...
+    def diagnostics(self, *args) -> None: ...
+    def close(self) -> None: ...
+
+
 @contextmanager
 def stop_on_sigint():
-    """The first Ctrl-C sets a flag that the loop reads after each step; a second one aborts at once."""
-    flag = {"stop": False}
+    """The first Ctrl-C sets a flag (``requested``) that the loop reads after each step; a second one aborts
+    at once. ``stop`` is what the loop acts on: the request itself in one process; in a data-parallel job the
+    request of any process, agreed on every ``train.log_every`` steps and at epoch ends (:func:`_agree`)."""
+    flag = {"stop": False, "requested": False}
 
     def handler(signum, frame):
-        if flag["stop"]:
+        if flag["requested"]:
             raise KeyboardInterrupt
-        flag["stop"] = True
+        flag["requested"] = True
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
@@ -292,6 +382,28 @@ def stop_on_sigint():
 # --------------------------------------------------------------------------------------------
 
 
+def _agree(stop: dict, dist: Dist) -> None:
+    """stop["stop"] = whether any process has a stop request: every process then stops after the same step."""
+    if dist.world == 1:
+        stop["stop"] = stop["requested"]
+        return
+    flag = torch.tensor([float(stop["requested"])])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=_cpu_group())
+    stop["stop"] = bool(flag.item())
+
+
+_CPU_GROUP: list = []
+
+
+def _cpu_group():
+    """A gloo group beside an nccl one, for the stop flag (a CPU tensor); the default group under gloo."""
+    if torch.distributed.get_backend() == "gloo":
+        return None
+    if not _CPU_GROUP:
+        _CPU_GROUP.append(torch.distributed.new_group(backend="gloo"))
+    return _CPU_GROUP[0]
+
+
 def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Callable[[int], None] | None) -> bool:
     """The remaining steps of the epoch ``p.step`` is in; True when it ran to its end, False when a Ctrl-C
     stopped it in the middle (at an epoch's end, the epoch's own work runs first)."""
@@ -306,6 +418,8 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Call
             meter.clock.start()
         else:
             terms = s.step_fn(images, s.augment, s.generator)
+        if s.dist.world > 1:  # the logged terms are the job's: the mean over processes (no host sync)
+            terms = all_reduce_mean(terms)
         p.step += 1
         meter.metrics.add(p.step, epoch + 1, lr, terms)
         if p.step % s.cfg.train.log_every == 0:
@@ -313,6 +427,8 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Call
         meter.bar.update(1)
         if on_step is not None:
             on_step(p.step)
+        if s.dist.world == 1 or p.step % s.cfg.train.log_every == 0:
+            _agree(stop, s.dist)
         if stop["stop"] and p.step % s.steps_per_epoch != 0:
             return False
     return True
@@ -346,14 +462,35 @@ def diagnose(s: Session, p: Progress, metrics: MetricsWriter, epoch_done: int) -
 
 
 def checkpoint(s: Session, p: Progress, seconds: float) -> None:
-    save_checkpoint(s.run_dir, s.cfg, s.model, s.optimizer, p.step, s.schedule, s.generator, p.knn,
-                    p.seconds_before + seconds)
+    """checkpoint.pt, written by rank 0 with the random states of every process."""
+    rngs = None
+    if s.dist.world > 1:
+        rngs = [None] * s.dist.world
+        torch.distributed.all_gather_object(rngs, {k: _cpu(v) for k, v in rng_state(s.generator).items()})
+    if s.dist.main:
+        save_checkpoint(s.run_dir, s.cfg, s.model, s.optimizer, p.step, s.schedule, s.generator, p.knn,
+                        p.seconds_before + seconds, rank_rngs=rngs)
+    barrier()
+
+
+def _cpu(state):
+    return [t.cpu() for t in state] if isinstance(state, list) else state.cpu()
 
 
 def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int) -> None:
     """What train.* asks for after ``epoch_done`` epochs (the last one does everything), off the clock."""
     t = s.cfg.train
     last = epoch_done == t.epochs
+    if s.dist.main:  # every process holds the same weights: rank 0 measures, the others wait
+        _measure(s, p, meter, epoch_done, last)
+    barrier()
+    if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
+        checkpoint(s, p, meter.clock.seconds())
+
+
+def _measure(s: Session, p: Progress, meter: Meter, epoch_done: int, last: bool) -> None:
+    """Collapse diagnostics and k-NN evaluation, as train.* asks, logged."""
+    t = s.cfg.train
     if last or (t.diagnostics_every and epoch_done % t.diagnostics_every == 0):
         diagnose(s, p, meter.metrics, epoch_done)
     if last or (t.knn_every and epoch_done % t.knn_every == 0):
@@ -363,8 +500,6 @@ def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int) -> None
         parts = ["k-NN " + ", ".join(f"@{k} {v:.2f}%" for k, v in p.knn.items())] if p.knn else []
         parts += [p.collapse] if p.collapse else []
         s.log(f"epoch {epoch_done}: " + "; ".join(parts))
-    if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
-        checkpoint(s, p, meter.clock.seconds())
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +514,7 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
     interrupted = p.step < s.total_steps
     result = RunResult(s.run_dir, p.step, p.step / s.steps_per_epoch, p.knn, {}, seconds,
                        2 * t.batch_size * (p.step - start_step) / max(seconds, 1e-9), interrupted)
-    if interrupted:
+    if interrupted or not s.dist.main:
         return result
     if s.labelled:
         train_px = raw_pixel_features(s.bank_batches.epoch(0))
@@ -416,16 +551,31 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     """
     from tqdm.auto import tqdm
 
-    s = set_up(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg), echo or tqdm.write)
-    p = restore(s) if resume else Progress()
-    s.log(_describe(s))
+    dist = init_from_env(cfg.train.device)  # torchrun's environment: a data-parallel job; else one process
+    check_world(cfg, dist)
+    path = Path(broadcast_object(str(run_dir if run_dir is not None else default_run_dir(cfg))))
+    lock = RunLock(path)
+    try:
+        s = set_up(cfg, path, echo or tqdm.write, dist, lock)
+        p = restore(s) if resume else Progress()
+        s.log(_describe(s))
+        return _run(s, p, on_step)
+    finally:
+        lock.release()
+
+
+def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunResult:
+    """The epochs, until the end or a stop request; then the result (see :func:`finish`)."""
     meter = Meter(s, p)
     start_step = p.step
     s.model.train()
     meter.clock.start()
     try:
         with stop_on_sigint() as stop:
-            while p.step < s.total_steps and not stop["stop"]:
+            while p.step < s.total_steps:
+                _agree(stop, s.dist)
+                if stop["stop"]:
+                    break
                 if train_epoch(s, p, meter, stop, on_step):
                     meter.clock.pause()
                     meter.flush(p, wait=True)
