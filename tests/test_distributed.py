@@ -123,3 +123,98 @@ def test_helpers_are_no_ops_in_one_process(world):
     x = torch.arange(6.0).view(3, 2)
     assert gather_with_grad(x) is x and torch.equal(all_reduce_mean(x), x)
     assert world_size() == world and rank() == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_entry(r: int, port: int, run_dir: str, stop_at: int, resume: bool) -> None:
+    """One rank of `vicreg train` as torchrun starts it: the group comes from the environment."""
+    import signal
+
+    from vicreg.distributed import shutdown
+    from vicreg.train import train
+
+    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+    def stop(step: int) -> None:  # a Ctrl-C that reaches rank 1 only: every rank must stop after the same step
+        if r == 1 and step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        train(_ddp_config(), run_dir=run_dir, resume=resume, on_step=stop if stop_at else None, echo=lambda m: None)
+    finally:
+        shutdown()
+
+
+def _ddp_config():
+    from vicreg.config import build_config
+
+    return build_config("demo", {"train.epochs": 2, "train.batch_size": 64, "train.knn_every": 1,
+                                 "train.log_every": 1, "train.progress": False, "model.expander": [64, 64]})
+
+
+def _spawn_train(run_dir, stop_at: int = 0, resume: bool = False) -> None:
+    mp.spawn(_train_entry, args=(_free_port(), str(run_dir), stop_at, resume), nprocs=WORLD, join=True)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one_and_its_knn_is_one_process(tmp_path):
+    from vicreg.rundir import load_checkpoint, read_knn, read_metrics, read_summary
+    from vicreg.runs import evaluate_run
+
+    _spawn_train(tmp_path / "full")
+    _spawn_train(tmp_path / "part", stop_at=13)  # mid-epoch (21 steps an epoch), asked of rank 1 only
+    stopped = load_checkpoint(tmp_path / "part")
+    assert stopped["step"] == 13 and len(stopped["rng"]["ranks"]) == 2
+    _spawn_train(tmp_path / "part", resume=True)
+    full, part = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
+    assert full["step"] == part["step"] == 42
+    for key, value in full["model"].items():  # bit for bit
+        assert torch.equal(value, part["model"][key]), key
+    columns = ("step", "loss", "invariance", "variance", "covariance")
+    assert all((read_metrics(tmp_path / "full")[c] == read_metrics(tmp_path / "part")[c]).all() for c in columns)
+    assert len(read_metrics(tmp_path / "full")["step"]) == 42  # one row a step: rank 0 alone writes
+    assert not (tmp_path / "full" / "run.lock").exists()
+    # the k-NN the 2-process run logged is what one process evaluates on its checkpoint
+    logged = read_summary(tmp_path / "full")["knn"]
+    assert read_knn(tmp_path / "full")["knn@20"][-1] == pytest.approx(round(logged["20"], 2))
+    report = evaluate_run(tmp_path / "full", device="cpu", ks=(20, 200), probe_epochs=1, raw_pixels=False,
+                          log=lambda m: None)
+    assert report["levels"]["representation"]["knn"] == {k: round(v, 2) for k, v in logged.items()}
+
+
+def test_bad_world_sizes_are_one_line():
+    from vicreg.config import ConfigError, build_config
+    from vicreg.distributed import Dist
+    from vicreg.train import check_world
+
+    cfg = build_config("demo", {"train.batch_size": 128})
+    check_world(cfg, Dist(world=4))  # 32 each
+    with pytest.raises(ConfigError, match=r"train.batch_size=128 is not valid with 3 processes: .*divide evenly"):
+        check_world(cfg, Dist(world=3))
+    with pytest.raises(ConfigError, match=r"each would get 1 images, and the variance needs at least 2"):
+        check_world(cfg, Dist(world=128))
+
+
+def test_a_run_directory_is_held_by_one_job(tmp_path):
+    from vicreg.rundir import RunLock
+
+    first, second = RunLock(tmp_path), RunLock(tmp_path)
+    first.acquire()
+    with pytest.raises(RuntimeError, match=f"{tmp_path} is in use by another job \\(process {os.getpid()} on "):
+        second.acquire()
+    first.release()
+    second.acquire()  # free again
+    second.release()
+    (tmp_path / "run.lock").write_text('{"host": "%s", "pid": 999999999}' % __import__("socket").gethostname())
+    first.acquire()  # a lock whose process is gone is taken over
+    assert first.held
+    first.release()
