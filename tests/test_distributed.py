@@ -218,3 +218,46 @@ def test_a_run_directory_is_held_by_one_job(tmp_path):
     first.acquire()  # a lock whose process is gone is taken over
     assert first.held
     first.release()
+
+
+RANK_SCRIPT = """
+import os, sys, time
+import torch
+from vicreg.config import build_config
+from vicreg.errors import JobStopped
+from vicreg.train import train
+torch.set_num_threads(1)
+rank = int(os.environ["RANK"])
+cfg = build_config("demo", {"train.epochs": 3, "train.batch_size": 64, "train.checkpoint_every": 1,
+                            "train.progress": False, "model.expander": [64, 64]})
+def die(step):
+    if rank == 1 and step == 30:
+        os._exit(3)  # rank 1 dies in epoch 2, after the checkpoint of epoch 1 (step 21)
+start = time.time()
+try:
+    train(cfg, run_dir=sys.argv[1], on_step=die, echo=lambda m: None)
+except JobStopped as e:
+    print(f"{time.time() - start:.1f} {e}", flush=True)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.slow
+def test_when_a_rank_dies_the_others_stop_with_the_resume_command_and_the_checkpoint_is_intact(tmp_path):
+    import subprocess
+    import sys
+
+    from vicreg.rundir import load_checkpoint
+
+    env = {**os.environ, "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    run_dir = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(WORLD)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [1, 3]
+    seconds, message = outputs[0].strip().split(" ", 1)
+    assert float(seconds) < 120  # rank 0 did not hang on its dead peer
+    assert message.startswith("rank 0: the job stopped (")
+    assert f"the last checkpoint (step 21) is intact; resume with: torchrun --nproc-per-node 2 -m vicreg train " \
+           f"--resume {run_dir}" in message
+    assert load_checkpoint(run_dir)["step"] == 21 and not (run_dir / "run.lock").exists()

@@ -36,6 +36,7 @@ from .config import (
     load_yaml,
     parse_overrides,
 )
+from .errors import JobStopped
 from .rundir import EVAL, PREDICTOR
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vicreg: error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (FileNotFoundError, ValueError, FloatingPointError, JobStopped) as e:
         print(f"vicreg: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

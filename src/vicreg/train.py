@@ -37,6 +37,7 @@ from .data.dataset import channel_stats, stats_sample
 from .device import autocast_dtype, resolve_device, synchronize
 from .diagnostics import brief, collapse_diagnostics
 from .distributed import Dist, all_reduce_mean, barrier, broadcast_object, gather_with_grad, init_from_env
+from .errors import JobStopped
 from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
 from .models import VICReg, build_model
 from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
@@ -560,8 +561,23 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         p = restore(s) if resume else Progress()
         s.log(_describe(s))
         return _run(s, p, on_step)
+    except (RuntimeError, torch.distributed.DistError) as e:
+        if dist.world == 1 or isinstance(e, JobStopped):
+            raise
+        raise JobStopped(_stopped_message(e, dist, path)) from e
     finally:
         lock.release()
+
+
+def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    try:
+        where = f"the last checkpoint (step {load_checkpoint(run_dir)['step']}) is intact"
+    except (OSError, RuntimeError, KeyError):
+        where = "no checkpoint was written yet"
+    return (f"rank {dist.rank}: the job stopped ({type(e).__name__}: {first}); another process probably died, see "
+            f"its log. In {run_dir} {where}; resume with: torchrun --nproc-per-node {dist.world} -m vicreg train "
+            f"--resume {run_dir}")
 
 
 def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunResult:

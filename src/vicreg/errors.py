@@ -1,0 +1,6 @@
+"""Errors the ``vicreg`` command reports in one line (besides vicreg.config.ConfigError): no torch imported here,
+so the command line stays quick to start."""
+
+
+class JobStopped(RuntimeError):
+    """A data-parallel job lost a process (or a collective timed out): said in one line with the resume command."""
