@@ -18,7 +18,8 @@ import vicreg.data.download as download
 import vicreg.data.folder as folder_loader
 import vicreg.data.images as image_loaders
 from vicreg.config import DataConfig
-from vicreg.data import Batches, Split, epoch_permutation, load_dataset, read_idx
+from vicreg.data import Batches, Split, epoch_permutation, load_dataset, read_idx, spread_subset
+from vicreg.data.dataset import source_image
 
 CPU = torch.device("cpu")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -352,6 +353,43 @@ def test_folder_streamed_when_too_big(tmp_path, monkeypatch):
     assert torch.equal(torch.cat([x for x, _ in got]), streamed) and [len(x) for x, _ in got] == [4, 2]
     with pytest.raises(ValueError, match="placement 'device'.*streamed"):
         Batches(ds.train, 4, CPU, shuffle=False, drop_last=False, placement="device", log=quiet)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_jpeg_folder_decoded_on_the_device_a_batch_at_a_time(tmp_path, monkeypatch, grey):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):  # smooth pictures of several sizes, so JPEG keeps them close to what was drawn
+            h, w = 20 + 4 * i, 28 - 2 * i
+            base = rng.integers(40, 215, size=3 if not grey else 1)
+            ramp = np.linspace(0, 40, w)[None, :, None] + np.linspace(0, 20, h)[:, None, None]
+            pixels = np.clip(base[None, None, :] + ramp, 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels[..., 0] if grey else pixels, "L" if grey else "RGB")
+            image.save(tmp_path / cls / f"{i}.jpg")
+    monkeypatch.setattr(folder_loader, "FOLDER_IN_MEMORY_LIMIT", 100)  # streamed
+    lines = []
+    workers = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=12, decode="workers"),
+                           log=lines.append)
+    device = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=12, decode="device"),
+                          log=lines.append)
+    assert any("decoded on the training device (data.decode=device)" in line for line in lines)
+    assert device.channels == (1 if grey else 3) and device.image_size == 12
+    common = dict(shuffle=True, drop_last=True, num_workers=0, seed=1, log=quiet)
+    for (a, ya), (b, yb) in zip(Batches(workers.train, 4, CPU, **common).epoch(0),
+                                Batches(device.train, 4, CPU, **common).epoch(0)):
+        assert b.dtype == torch.uint8 and b.shape == a.shape == (4, 1 if grey else 3, 12, 12)
+        assert torch.equal(ya, yb)  # the same images in the same order
+        # PIL and torchvision decode and resample a little differently: a few grey levels on smooth pictures
+        assert (a.float() - b.float()).abs().mean() < 3.0
+    assert len(spread_subset(device.test, 2).source) == 2 and source_image(device.train.source, 0).shape[0] in (1, 3)
+
+
+def test_decoding_on_the_device_needs_jpeg_files(tmp_path, monkeypatch):
+    make_folder(tmp_path, {"cat": 4, "dog": 4})  # PNG files
+    monkeypatch.setattr(folder_loader, "FOLDER_IN_MEMORY_LIMIT", 100)
+    with pytest.raises(ValueError, match="data.decode=device decodes JPEG files only"):
+        load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8, decode="device"), log=quiet)
 
 
 # --------------------------------------------------------------------------------------------

@@ -125,6 +125,9 @@ class DataConfig:
     image_size: int | None = None  # side fed to the model; None: native size (raised to the backbone's minimum)
     placement: Literal["auto", "device", "stream"] = "auto"  # whole dataset on the device, or streamed
     num_workers: int = 4  # DataLoader workers when streaming
+    decode: Literal["auto", "workers", "device"] = "auto"  # a streamed image folder: decode in the DataLoader's
+    #   workers (PIL), or read the files there and decode each batch on the training device (torchvision's
+    #   decode_jpeg, JPEG only); auto: on the device when CUDA is available and every file is a JPEG
     test_fraction: float = 0.25  # held-out fraction where a dataset has no test split (digits, folder)
     split_seed: int = 0  # seed of that stratified split
     limit_train: int | None = None  # use only the first N training images (quick runs)

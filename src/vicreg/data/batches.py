@@ -133,8 +133,10 @@ class Batches:
         else:
             self._sampler = _EpochBatchSampler(len(split), batch_size, shuffle, drop_last, seed, shard)
             source = split.source if split.source is not None else _TensorSource(split.images, split.labels)
+            self._decode = getattr(source, "decode_batch", None)  # files decoded on the device, a batch at a time
             self._loader = DataLoader(source, batch_sampler=self._sampler, num_workers=num_workers,
-                                      collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                                      collate_fn=getattr(source, "collate", _collate),
+                                      pin_memory=self.device.type == "cuda",
                                       persistent_workers=num_workers > 0)
 
     def _decide(self, placement: str, fraction: float, log: Log) -> bool:
@@ -192,4 +194,5 @@ class Batches:
     def _streamed(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._sampler.epoch, self._sampler.start = epoch, start
         for images, labels in self._loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            images = self._decode(images, self.device) if self._decode else images.to(self.device, non_blocking=True)
+            yield images, labels.to(self.device, non_blocking=True)

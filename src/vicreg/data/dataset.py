@@ -56,7 +56,7 @@ def in_memory(images: torch.Tensor | np.ndarray, labels) -> Split:
 
 def make_dataset(name: str, classes: list[str], train: Split, test: Split, where: str, log: Log,
              train_labeled: Split | None = None, note: str = "") -> ImageDataset:
-    sample = train.images[0] if train.images is not None else train.source[0][0]  # type: ignore[index]
+    sample = train.images[0] if train.images is not None else source_image(train.source, 0)
     c, h, w = sample.shape
     ds = ImageDataset(name, list(classes), c, h, train, train_labeled if train_labeled is not None else train, test)
     log(f"{name}: {len(train)} train{note} / {len(test)} test images, {c}x{h}x{w}, {len(classes)} classes, "
@@ -70,7 +70,7 @@ def first_items(split: Split, n: int | None) -> Split:
         return split
     if split.images is not None:
         return Split(split.labels[:n], split.images[:n])
-    return Split(split.labels[:n], None, torch.utils.data.Subset(split.source, range(n)))
+    return Split(split.labels[:n], None, source_subset(split.source, list(range(n))))
 
 
 def spread_subset(split: Split, n: int) -> Split:
@@ -81,7 +81,17 @@ def spread_subset(split: Split, n: int) -> Split:
     idx = torch.linspace(0, len(split) - 1, n).round().long()
     if split.images is not None:
         return Split(split.labels[idx], split.images[idx])
-    return Split(split.labels[idx], None, torch.utils.data.Subset(split.source, idx.tolist()))
+    return Split(split.labels[idx], None, source_subset(split.source, idx.tolist()))
+
+
+def source_subset(source: Dataset, indices: list[int]) -> Dataset:
+    """Items ``indices`` of a streamed source, keeping its own way of batching and decoding when it has one."""
+    return source.subset(indices) if hasattr(source, "subset") else torch.utils.data.Subset(source, indices)
+
+
+def source_image(source: Dataset, i: int) -> torch.Tensor:
+    """Item i of a streamed source as a uint8 (C, H, W) image (a source of encoded files decodes it)."""
+    return source.image(i) if hasattr(source, "image") else source[i][0]
 
 
 def stats_sample(dataset: ImageDataset, whole_clips: bool = False, streamed_count: int = 1000) -> torch.Tensor:
@@ -92,7 +102,7 @@ def stats_sample(dataset: ImageDataset, whole_clips: bool = False, streamed_coun
     if images is not None:
         return images
     every = max(1, len(dataset.train) // streamed_count)
-    return torch.stack([dataset.train.source[i][0] for i in range(0, len(dataset.train), every)])
+    return torch.stack([source_image(dataset.train.source, i) for i in range(0, len(dataset.train), every)])
 
 
 def channel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[list[float], list[float]]:

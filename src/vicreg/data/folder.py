@@ -34,8 +34,56 @@ def decode_image(path: str | os.PathLike, size: int, grey: bool) -> np.ndarray:
         left, top = (w - side) / 2.0, (h - side) / 2.0
         # crop box in source coordinates, then one antialiased (bilinear, widened on downscale) resample
         im = im.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
-        a = np.asarray(im, dtype=np.uint8)
+        a = np.array(im, dtype=np.uint8)  # a writable copy
     return a[None] if grey else a.transpose(2, 0, 1)
+
+
+def centre_crop_resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (C, H, W) -> uint8 (C, size, size): the centred square of side min(H, W), resized (bilinear,
+    antialiased) on the image's own device: what :func:`decode_image` does with PIL."""
+    _, h, w = image.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = image[:, top:top + side, left:left + side].unsqueeze(0).float()
+    out = torch.nn.functional.interpolate(square, size=(size, size), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)[0]
+
+
+class EncodedImages(Dataset):
+    """JPEG files read as bytes by the DataLoader's workers and decoded a batch at a time on the training device
+    (``data.decode=device``): item i -> (uint8 1-D tensor of the file, int label). ``collate`` keeps a batch's
+    files as a list; ``decode_batch`` turns it into uint8 (B, C, size, size) on the device."""
+
+    def __init__(self, paths: list[str], labels: list[int], size: int, grey: bool):
+        self.paths, self.labels, self.size, self.grey = list(paths), list(labels), size, grey
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from torchvision.io import read_file
+
+        return read_file(self.paths[i]), int(self.labels[i])
+
+    @staticmethod
+    def collate(items: list) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return [x for x, _ in items], torch.tensor([int(y) for _, y in items], dtype=torch.int64)
+
+    def decode_batch(self, files: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        mode = ImageReadMode.GRAY if self.grey else ImageReadMode.RGB
+        images = decode_jpeg([f.cpu() for f in files], mode=mode, device=device)
+        return torch.stack([centre_crop_resize(im, self.size) for im in images])
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image i decoded on the CPU: uint8 (C, size, size) (shapes, normalisation statistics)."""
+        return self.decode_batch([self[i][0]], torch.device("cpu"))[0]
+
+    def subset(self, indices: list[int]) -> "EncodedImages":
+        return EncodedImages([self.paths[i] for i in indices], [self.labels[i] for i in indices], self.size,
+                             self.grey)
 
 
 class ImageFiles(Dataset):
@@ -100,6 +148,18 @@ def _decode_all(paths: list[str], size: int, grey: bool) -> torch.Tensor:
     return out
 
 
+def _decode_on_device(cfg: DataConfig, paths: list[str], log: Log) -> bool:
+    """data.decode for a streamed folder: True to decode each batch on the training device."""
+    jpeg = all(p.lower().endswith((".jpg", ".jpeg")) for p in paths)
+    if cfg.decode == "device" and not jpeg:
+        raise ValueError("data.decode=device decodes JPEG files only, and this folder has other images; use "
+                         "data.decode=workers (or auto)")
+    on_device = cfg.decode == "device" or (cfg.decode == "auto" and jpeg and torch.cuda.is_available())
+    where = "read by the workers and decoded on the training device" if on_device else "decoded by the workers"
+    log(f"folder: images {where} (data.decode={cfg.decode})")
+    return on_device
+
+
 def load_folder(cfg: DataConfig, log: Log = print) -> ImageDataset:
     if cfg.data_dir is None:
         raise ValueError("dataset 'folder' needs --data.data_dir pointing at a folder with one sub-folder per class")
@@ -146,8 +206,10 @@ def load_folder(cfg: DataConfig, log: Log = print) -> ImageDataset:
         log(f"folder: {decoded / 1e9:.1f} GB decoded would exceed {FOLDER_IN_MEMORY_LIMIT / 1e9:.1f} GB; images "
             f"are decoded on the fly (streamed)")
 
+        files = EncodedImages if _decode_on_device(cfg, train_paths + test_paths, log) else ImageFiles
+
         def split(p: list[str], y: list[int]) -> Split:
-            return Split(torch.tensor(y, dtype=torch.int64), None, ImageFiles(p, y, size, grey))
+            return Split(torch.tensor(y, dtype=torch.int64), None, files(p, y, size, grey))
     else:
 
         def split(p: list[str], y: list[int]) -> Split:
