@@ -84,8 +84,8 @@ def _views(n: int = 8):
                                                                                   dtype=torch.float64)
 
 
-def _train_step(model, xa, xb, gather=None, sync=False):
-    per_view_batchnorm(model, views=2, sync=sync)
+def _train_step(model, xa, xb, gather=None, sync=False, views=2):
+    per_view_batchnorm(model, views=views, sync=sync)
     loss_fn = make_loss_fn(model, LossConfig(), stack=True, gather=gather)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     terms = loss_fn(xa, xb)
@@ -95,19 +95,24 @@ def _train_step(model, xa, xb, gather=None, sync=False):
     return terms
 
 
-def _step_worker(r: int) -> dict:
-    model = torch.nn.parallel.DistributedDataParallel(_model())
+def _step_worker(r: int, views: int) -> dict:
+    model = _model()
+    per_view_batchnorm(model, views=views, sync=True)  # as the trainer does before wrapping in DDP
+    model = torch.nn.parallel.DistributedDataParallel(model)
     xa, xb = _views()
     half = slice(r * 4, (r + 1) * 4)
-    _train_step(model, xa[half], xb[half], gather=gather_with_grad, sync=True)
+    _train_step(model, xa[half], xb[half], gather=gather_with_grad, sync=True, views=views)
     return {"state": {k: v.detach().clone() for k, v in model.module.state_dict().items()}}
 
 
-def test_one_ddp_step_with_synced_per_view_batch_norm_equals_one_process(tmp_path):
-    results = _spawn(_step_worker, tmp_path)
+@pytest.mark.parametrize("views", [2, 1], ids=["per-view", "joint"])
+def test_one_ddp_step_with_synced_batch_norm_equals_one_process(tmp_path, views):
+    # views=1: joint statistics of the stacked views (train.batchnorm=joint), synced by the same function,
+    # which runs on gloo where torch's SyncBatchNorm needs a GPU
+    results = _spawn(_step_worker, tmp_path, views)
     model = _model()
     xa, xb = _views()
-    _train_step(model, xa, xb)
+    _train_step(model, xa, xb, views=views)
     expected = model.state_dict()
     for res in results:
         assert set(res["state"]) == set(expected)
@@ -209,7 +214,7 @@ def test_a_run_directory_is_held_by_one_job(tmp_path):
 
     first, second = RunLock(tmp_path), RunLock(tmp_path)
     first.acquire()
-    with pytest.raises(RuntimeError, match=f"{tmp_path} is in use by another job \\(process {os.getpid()} on "):
+    with pytest.raises(ValueError, match=f"{tmp_path} is in use by another job \\(process {os.getpid()} on "):
         second.acquire()
     first.release()
     second.acquire()  # free again

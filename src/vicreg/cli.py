@@ -170,7 +170,7 @@ def _cmd_train(args, extra: list[str]) -> int:
     finally:
         shutdown()  # a data-parallel job (torchrun) leaves its process group here
     if not main_process:
-        return 130 if result.interrupted else 0
+        return 0  # rank 0 reports the job (an exit code other than 0 here would make torchrun stop it)
     return _print_result(result)
 
 

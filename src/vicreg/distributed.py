@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .config import ConfigError
+
 __all__ = ["Dist", "init_from_env", "is_distributed", "world_size", "rank", "gather_with_grad", "all_reduce_sum",
            "all_reduce_mean", "broadcast_object", "barrier", "shutdown"]
 
@@ -56,11 +58,14 @@ class Dist:
         return self.rank == 0
 
 
-def init_from_env(device: str = "auto", timeout_s: float = 600.0) -> Dist:
+def init_from_env(device: str = "auto", timeout_s: float | None = None) -> Dist:
     """Join the process group that torchrun (or Slurm with the same variables) describes in the environment:
     ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``. One process when there is no
     ``WORLD_SIZE`` or it is 1. The backend is nccl when this process trains on CUDA, else gloo. Collectives
-    that wait longer than ``timeout_s`` (a rank died) raise instead of hanging."""
+    that wait longer than ``timeout_s`` raise instead of hanging (default: ``VICREG_DIST_TIMEOUT`` seconds, else
+    3600: the other ranks wait while rank 0 evaluates, which takes long on big datasets). A dead peer is
+    usually reported at once by gloo and nccl, without waiting for the timeout."""
+    timeout_s = timeout_s or float(os.environ.get("VICREG_DIST_TIMEOUT", "3600"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -71,6 +76,9 @@ def init_from_env(device: str = "auto", timeout_s: float = 600.0) -> Dist:
     cuda = torch.cuda.is_available() and device != "cpu" and not str(device).startswith("cpu")
     backend = "nccl" if cuda else "gloo"
     if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+                              f"start at most that many processes per node (--nproc-per-node)")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank, backend)

@@ -229,7 +229,7 @@ class RunLock:
                 if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
-                raise RuntimeError(f"{self.path.parent} is in use by another job (process {holder.get('pid')} on "
+                raise ValueError(f"{self.path.parent} is in use by another job (process {holder.get('pid')} on "
                                    f"{holder.get('host')}, see {self.path}); wait for it or delete the lock if "
                                    f"that job is gone") from None
             with os.fdopen(fd, "w") as f:

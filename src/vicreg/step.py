@@ -134,7 +134,7 @@ class _PerView:
     sync: bool = False  # statistics over every process of the job (set by per_view_batchnorm(sync=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.views == 1:
+        if not self.training or (self.views == 1 and not self.sync):
             return super().forward(x)
         if x.shape[0] % self.views:
             raise ValueError(f"{type(self).__name__} expects {self.views} stacked views of equal size, "

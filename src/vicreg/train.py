@@ -171,12 +171,18 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist =
     device = resolve_device(cfg.train.device)  # a bad device stops here, before the run directory exists
     if dist.world > 1 and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
+    problem = None
     if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if lock is not None:
-            lock.acquire()
-        create_run_dir(run_dir, cfg)
-    barrier()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if lock is not None:
+                lock.acquire()
+            create_run_dir(run_dir, cfg)
+        except (RuntimeError, ValueError, OSError) as e:
+            problem = str(e)
+    problem = broadcast_object(problem)  # every rank stops with rank 0's one line
+    if problem:
+        raise ConfigError(problem)
     log = RunLog(run_dir, echo) if dist.main else _quiet
     amp = autocast_dtype(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
@@ -184,12 +190,18 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist =
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolution kernels
 
+    if not dist.main:
+        barrier()  # rank 0 loads first: a download happens once, then the others find the files
     dataset = load_dataset(cfg.data, log=log)
+    if dist.main:
+        barrier()
     size = input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log)
     batches = _batches(cfg, dataset, device, log, dist)
     mean, std = channel_stats(stats_sample(dataset, whole_clips=bool(cfg.data.temporal_offset)))
 
     model = build_model(cfg.model, dataset.channels, mean, std).to(device)
+    if dist.rank:  # the weights are rank 0's (DDP broadcasts them); dropout and the like draw per rank
+        torch.manual_seed(cfg.train.seed + AUGMENT_SEED_STRIDE * dist.rank)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.data.temporal_offset:  # two frames of a clip, up to temporal_offset apart, each augmented
@@ -238,12 +250,10 @@ def _data_parallel(model: nn.Module, cfg: Config, dist: Dist, device: torch.devi
     if dist.world == 1:
         return model
     t = cfg.train
-    if t.stack_views and t.batchnorm == "per_view":
-        per_view_batchnorm(model, views=2, sync=t.sync_batchnorm)
-    elif t.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if t.sync_batchnorm:  # per view (2) or over the whole call (1: joint statistics, or one view per call)
+        per_view_batchnorm(model, views=2 if t.stack_views and t.batchnorm == "per_view" else 1, sync=True)
     ddp = nn.parallel.DistributedDataParallel
-    # the buffers (running statistics) stay equal on every process by themselves: no per-step broadcast
+    # with synced batch norm the buffers (running statistics) stay equal on every process by themselves
     no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
                else {"broadcast_buffers": False})  # the keyword's name changed in torch 2.14
     return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
@@ -367,8 +377,12 @@ def stop_on_sigint():
             raise KeyboardInterrupt
         flag["requested"] = True
 
+    def terminated(signum, frame):  # the launcher stops the job (torchrun, after another process failed)
+        raise JobStopped("the job was terminated (SIGTERM)")
+
     try:
         previous = signal.signal(signal.SIGINT, handler)
+        previous_term = signal.signal(signal.SIGTERM, terminated)
     except ValueError:  # not in the main thread: Ctrl-C keeps its default behaviour
         yield flag
         return
@@ -376,6 +390,7 @@ def stop_on_sigint():
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 # --------------------------------------------------------------------------------------------
@@ -562,11 +577,24 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         s.log(_describe(s))
         return _run(s, p, on_step)
     except (RuntimeError, torch.distributed.DistError) as e:
-        if dist.world == 1 or isinstance(e, JobStopped):
+        if dist.world == 1 or not _lost_peer(e):
             raise
         raise JobStopped(_stopped_message(e, dist, path)) from e
     finally:
         lock.release()
+
+
+def _resume_command(s: Session) -> str:
+    launcher = f"torchrun --nproc-per-node {s.dist.world} -m vicreg" if s.dist.world > 1 else "vicreg"
+    return f"{launcher} train --resume {s.run_dir}"
+
+
+def _lost_peer(e: BaseException) -> bool:
+    """Is this the error of a collective whose peer is gone (or timed out), or the launcher's SIGTERM?"""
+    if isinstance(e, (JobStopped, torch.distributed.DistError)):
+        return True
+    text = str(e).lower()
+    return any(w in text for w in ("gloo", "nccl", "connection reset", "connection closed", "timed out", "timeout"))
 
 
 def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
@@ -602,7 +630,7 @@ def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunR
             if stop["stop"] and p.step < s.total_steps:
                 meter.flush(p, wait=True)
                 checkpoint(s, p, meter.clock.seconds())
-                s.log(f"interrupted at step {p.step}: checkpoint saved; resume with: vicreg train --resume {s.run_dir}")
+                s.log(f"interrupted at step {p.step}: checkpoint saved; resume with: {_resume_command(s)}")
     finally:
         meter.close()
     return finish(s, p, meter, start_step)
