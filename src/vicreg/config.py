@@ -221,7 +221,7 @@ class PredictorConfig:
     use_actions: bool = True  # feed the recorded pushes when the data has them
     train_horizon: int = 1  # steps of autoregressive roll-out in the training loss (1: teacher forcing)
     epochs: int = 30
-    batch_size: int = 256  # the global batch (images per step): with N processes, each takes batch_size / N
+    batch_size: int = 256
     lr: float = 1e-3  # AdamW, cosine decay
     weight_decay: float = 1e-4
     joint: bool = False  # also train the encoder, with the VICReg variance and covariance terms on the

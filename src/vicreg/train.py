@@ -246,7 +246,8 @@ def _step_config(cfg: Config, device: torch.device, dist: Dist, log) -> Config:
 
 def _data_parallel(model: nn.Module, cfg: Config, dist: Dist, device: torch.device) -> nn.Module:
     """The model as the step calls it: itself in one process; in a job, with batch norm synced over the
-    processes (per view, or torch's SyncBatchNorm for joint statistics) and wrapped in DDP."""
+    processes (per view, or over the whole call for joint statistics: vicreg.step's per-view function
+    either way) and wrapped in DDP."""
     if dist.world == 1:
         return model
     t = cfg.train
