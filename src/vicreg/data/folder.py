@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..augment import resize_images
 from ..config import DataConfig
 from .dataset import ImageDataset, Log, Split, make_dataset
 
@@ -39,27 +40,33 @@ def decode_image(path: str | os.PathLike, size: int, grey: bool) -> np.ndarray:
 
 
 def centre_crop_resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (C, H, W) -> uint8 (C, size, size): the centred square of side min(H, W), resized (bilinear,
-    antialiased) on the image's own device: what :func:`decode_image` does with PIL."""
+    """uint8 (C, H, W) -> uint8 (C, size, size): the centred square of side min(H, W), resized on the image's own
+    device (:func:`vicreg.augment.resize_images`): what :func:`decode_image` does with PIL."""
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = image[:, top:top + side, left:left + side].unsqueeze(0).float()
-    out = torch.nn.functional.interpolate(square, size=(size, size), mode="bilinear", antialias=True,
-                                          align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)[0]
+    square = resize_images(image[None, :, top:top + side, left:left + side], size)[0]  # float in [0, 1]
+    return square.mul_(255).round_().to(torch.uint8)
 
 
-class EncodedImages(Dataset):
-    """JPEG files read as bytes by the DataLoader's workers and decoded a batch at a time on the training device
-    (``data.decode=device``): item i -> (uint8 1-D tensor of the file, int label). ``collate`` keeps a batch's
-    files as a list; ``decode_batch`` turns it into uint8 (B, C, size, size) on the device."""
+class ImageFiles(Dataset):
+    """Images decoded on the fly: item i -> (uint8 (C, size, size) tensor, int label)."""
 
     def __init__(self, paths: list[str], labels: list[int], size: int, grey: bool):
         self.paths, self.labels, self.size, self.grey = list(paths), list(labels), size, grey
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.ascontiguousarray(decode_image(self.paths[i], self.size, self.grey))), \
+            int(self.labels[i])
+
+
+class EncodedImages(ImageFiles):
+    """JPEG files read as bytes by the DataLoader's workers and decoded a batch at a time on the training device
+    (``data.decode=device``): item i -> (uint8 1-D tensor of the file, int label). ``collate`` keeps a batch's
+    files as a list; ``decode_batch`` turns it into uint8 (B, C, size, size) on the device."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from torchvision.io import read_file
@@ -84,20 +91,6 @@ class EncodedImages(Dataset):
     def subset(self, indices: list[int]) -> "EncodedImages":
         return EncodedImages([self.paths[i] for i in indices], [self.labels[i] for i in indices], self.size,
                              self.grey)
-
-
-class ImageFiles(Dataset):
-    """Images decoded on the fly: item i -> (uint8 (C, size, size) tensor, int label)."""
-
-    def __init__(self, paths: list[str], labels: list[int], size: int, grey: bool):
-        self.paths, self.labels, self.size, self.grey = list(paths), list(labels), size, grey
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.ascontiguousarray(decode_image(self.paths[i], self.size, self.grey))), \
-            int(self.labels[i])
 
 
 def _list_images(root: Path) -> tuple[list[str], list[str], list[int]]:
