@@ -66,11 +66,14 @@ LOSS_COLUMNS = METRIC_COLUMNS[3:7]
 # --------------------------------------------------------------------------------------------
 
 
-def create_run_dir(run_dir: Path | str, cfg: Config) -> Path:
-    """Make ``run_dir`` and write run.json and config.yaml into it. A run being resumed keeps its run.json
-    (which says what wrote it) after its format is checked; one from before run.json existed gets one."""
+def create_run_dir(run_dir: Path | str, cfg: Config, lock: RunLock | None = None) -> Path:
+    """Make ``run_dir`` (taking ``lock`` on it first, when given) and write run.json and config.yaml into it. A
+    run being resumed keeps its run.json (which says what wrote it) after its format is checked; one from before
+    run.json existed gets one."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if lock is not None:
+        lock.acquire()
     if (run_dir / FORMAT).exists():
         run_format(run_dir)
     else:

@@ -174,10 +174,7 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist =
     problem = None
     if dist.main:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if lock is not None:
-                lock.acquire()
-            create_run_dir(run_dir, cfg)
+            create_run_dir(run_dir, cfg, lock)
         except (RuntimeError, ValueError, OSError) as e:
             problem = str(e)
     problem = broadcast_object(problem)  # every rank stops with rank 0's one line
