@@ -14,6 +14,8 @@ from vicreg.cli import main
         (["train", "--preset", "nope"], "vicreg: error: unknown preset 'nope'"),
         (["train", "--optim.name", "adam"], "vicreg: error: optim.name='adam' is not valid: expected one of"),
         (["train", "--resume", "/nonexistent/run"], "vicreg: error: /nonexistent/run is not a run directory"),
+        (["train", "--model.expander", "[64,{"], "vicreg: error: model.expander='[64,{' is not valid: expected a "
+                                                 "comma-separated list of integers"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr(argv, message, capsys):
@@ -22,6 +24,24 @@ def test_bad_input_is_one_line_on_stderr(argv, message, capsys):
     assert code in (1, 2)
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_in_a_job_rank_0_says_what_every_rank_shares_and_the_others_only_their_own(monkeypatch, capsys):
+    from vicreg.cli import _report
+    from vicreg.config import ConfigError
+    from vicreg.errors import FollowedRank0, JobStopped
+
+    monkeypatch.setenv("RANK", "1")
+    _report(ConfigError("train.batch_size=7 is not valid with 2 processes"))  # every rank has it: rank 0 says it
+    _report(FollowedRank0("stopped with rank 0, which found a non-finite loss"))
+    assert capsys.readouterr().err == ""
+    _report(FileNotFoundError("no such file: /data/x"))  # this rank's own problem
+    _report(JobStopped("rank 1: the job stopped (...)"))  # already names its rank
+    assert capsys.readouterr().err.splitlines() == ["vicreg: error: rank 1: no such file: /data/x",
+                                                    "vicreg: error: rank 1: the job stopped (...)"]
+    monkeypatch.setenv("RANK", "0")
+    _report(ConfigError("train.batch_size=7 is not valid with 2 processes"))
+    assert capsys.readouterr().err == "vicreg: error: train.batch_size=7 is not valid with 2 processes\n"
 
 
 def test_config_prints_resolved_yaml(capsys):

@@ -443,7 +443,7 @@ def collect(batches, epoch, start=0):
 
 
 def order(batches_list):
-    return torch.cat([y for _, y in batches_list]).tolist()
+    return torch.cat([y for _, y in batches_list]).tolist() if batches_list else []
 
 
 def test_resident_shuffled_epoch_is_a_permutation():
@@ -480,8 +480,22 @@ def test_start_skips_exactly_the_first_batches():
         rest = collect(b, 4, start)
         assert len(rest) == 11 - start
         assert all(torch.equal(x, fx) and torch.equal(y, fy) for (x, y), (fx, fy) in zip(rest, full[start:]))
-    with pytest.raises(ValueError, match="start=12"):
+    with pytest.raises(ValueError, match=r"batches 12\.\.11 are outside 0\.\.11"):
         list(b.epoch(0, 12))
+
+
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_stop_ends_before_a_batch_and_contiguous_runs_make_the_whole_epoch(placement):
+    """What a data-parallel evaluation does: process r of w takes batches [n*r//w, n*(r+1)//w)."""
+    b = Batches(numbered_split(), 10, CPU, shuffle=False, drop_last=False, placement=placement, num_workers=0,
+                log=quiet)
+    whole = order(collect(b, 0))
+    for world in (2, 3, 12):  # 12 > 11 batches: a process with no batches
+        runs = [order(list(b.epoch(0, len(b) * r // world, len(b) * (r + 1) // world))) for r in range(world)]
+        assert sum(runs, []) == whole
+    assert order(list(b.epoch(0, 2, 4))) == list(range(20, 40))
+    with pytest.raises(ValueError, match=r"batches 3\.\.2 are outside"):
+        b.epoch(0, 3, 2)
 
 
 def test_unshuffled_batches_keep_the_split_order():

@@ -123,6 +123,38 @@ def test_one_ddp_step_with_synced_batch_norm_equals_one_process(tmp_path, views)
                 assert torch.equal(res["state"][key], value), key
 
 
+def _collectives_worker(r: int) -> dict:
+    from vicreg.distributed import Dist, Vote, all_gather_stack, gather_rows
+
+    uneven = torch.arange(8.0).reshape(4, 2)[:3] if r == 0 else torch.tensor([[10.0, 11.0]])  # 3 rows and 1
+    some = torch.tensor([5, 6]) if r == 0 else None  # rank 1 has no rows (fewer batches than processes)
+    vote = Vote(Dist(r, WORLD, r, "gloo", dist.new_group(backend="gloo")), 2)
+    polls = [vote.poll([False, False]),  # nothing in flight yet
+             vote.poll([r == 1, False]),  # rank 1 asks to stop: the result of the previous poll comes back
+             vote.poll([r == 1, False])]  # one poll late, every process sees rank 1's request
+    settled = vote.settle([r == 1, r == 0])  # waits: rank 0's failure counts at once
+    return {"uneven": gather_rows(uneven), "some": gather_rows(some), "stack": all_gather_stack(torch.tensor([r, 7])),
+            "polls": polls, "settled": settled, "closed": vote.close()}
+
+
+def test_gather_rows_all_gather_stack_and_the_vote_with_two_processes(tmp_path):
+    out = _spawn(_collectives_worker, tmp_path)
+    assert torch.equal(out[0]["uneven"], torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [10.0, 11.0]]))
+    assert torch.equal(out[0]["some"], torch.tensor([5, 6])) and out[0]["some"].dtype == torch.int64
+    assert out[1]["uneven"] is None and out[1]["some"] is None  # rank 0 alone holds the rows
+    for r in range(WORLD):
+        assert torch.equal(out[r]["stack"], torch.tensor([[0, 7], [1, 7]]))
+        assert out[r]["polls"] == [[False, False], [False, False], [True, False]]
+        assert out[r]["settled"] == [True, True] and out[r]["closed"] == [False, False]
+
+
+def test_the_vote_of_one_process_is_its_own_flags_at_once():
+    from vicreg.distributed import Dist, Vote
+
+    vote = Vote(Dist(), 2)
+    assert vote.poll([True, False]) == [True, False] and vote.settle([False, True]) == [False, True]
+
+
 @pytest.mark.parametrize("world", [1])
 def test_helpers_are_no_ops_in_one_process(world):
     x = torch.arange(6.0).view(3, 2)
@@ -177,8 +209,9 @@ def test_a_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one_and_i
 
     _spawn_train(tmp_path / "full")
     _spawn_train(tmp_path / "part", stop_at=13)  # mid-epoch (21 steps an epoch), asked of rank 1 only
+    # the request is agreed one step late (the vote never waits): every rank stops after step 14
     stopped = load_checkpoint(tmp_path / "part")
-    assert stopped["step"] == 13 and len(stopped["rng"]["ranks"]) == 2
+    assert stopped["step"] == 14 and len(stopped["rng"]["ranks"]) == 2
     _spawn_train(tmp_path / "part", resume=True)
     full, part = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
     assert full["step"] == part["step"] == 42
@@ -266,3 +299,43 @@ def test_when_a_rank_dies_the_others_stop_with_the_resume_command_and_the_checkp
     assert f"the last checkpoint (step 21) is intact; resume with: torchrun --nproc-per-node 2 -m vicreg train " \
            f"--resume {run_dir}" in message
     assert load_checkpoint(run_dir)["step"] == 21 and not (run_dir / "run.lock").exists()
+
+
+NAN_SCRIPT = """
+import sys
+import torch
+import vicreg.train as T
+torch.set_num_threads(1)
+real_step, calls = T.Step.__call__, [0]
+def nan_from_step_25(self, *args, **kwargs):  # the logged loss turns NaN at step 25 on every rank
+    calls[0] += 1
+    terms = real_step(self, *args, **kwargs)
+    return terms * float("nan") if calls[0] >= 25 else terms
+T.Step.__call__ = nan_from_step_25
+from vicreg.cli import main
+sys.exit(main(["train", "--preset", "demo", "--train.epochs", "3", "--train.batch_size", "64",
+               "--train.checkpoint_every", "1", "--train.log_every", "1", "--train.progress", "false",
+               "--model.expander", "[64, 64]", "--train.out_dir", sys.argv[1], "--train.name", "run"]))
+"""
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_every_rank_after_the_same_step_and_rank_0_alone_says_why(tmp_path):
+    import subprocess
+    import sys
+
+    from vicreg.rundir import load_checkpoint, read_metrics
+
+    env = {**os.environ, "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    procs = [subprocess.Popen([sys.executable, "-c", NAN_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(WORLD)]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [1, 1]
+    lines = [line for line in errors[0].splitlines() if line.startswith("vicreg:")]
+    assert len(lines) == 1 and lines[0].startswith("vicreg: error: the loss became non-finite at step 25")
+    assert "Traceback" not in errors[0] and "vicreg:" not in errors[1]  # rank 1 leaves the saying to rank 0
+    run_dir = tmp_path / "run"
+    assert load_checkpoint(run_dir)["step"] == 21  # epoch 1's checkpoint: intact, nothing NaN written over it
+    assert read_metrics(run_dir)["step"].tolist() == list(range(1, 25))  # the rows before the NaN, once each
+    assert not (run_dir / "run.lock").exists()

@@ -64,17 +64,21 @@ def test_run_directory_contents(tmp_path):
     assert float(r["loss"]) == pytest.approx(total, rel=1e-4)
 
 
-@pytest.mark.parametrize("stop_at", [13, 21])  # mid-epoch, and exactly at the end of epoch 1
-def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at):
+# mid-epoch, exactly at the end of epoch 1, and SIGTERM (what Slurm and kill send) like a Ctrl-C
+@pytest.mark.parametrize("stop_at,sig", [(13, "SIGINT"), (21, "SIGINT"), (13, "SIGTERM")])
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at, sig):
     cfg = tiny(tmp_path)
     full = train(cfg, run_dir=tmp_path / "full", echo=lambda m: None)
 
     def ctrl_c(step):
         if step == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)  # the real Ctrl-C path: finish the step, save, return
+            os.kill(os.getpid(), getattr(signal, sig))  # the real signal path: finish the step, save, return
 
-    part = train(cfg, run_dir=tmp_path / "part", on_step=ctrl_c, echo=lambda m: None)
+    lines = []
+    part = train(cfg, run_dir=tmp_path / "part", on_step=ctrl_c, echo=lines.append)
     assert part.interrupted and part.step == stop_at
+    assert part.resume_command == f"vicreg train --resume {tmp_path / 'part'}"
+    assert f"stopped ({sig}) at step {stop_at}: checkpoint saved; resume with: {part.resume_command}" in lines
     assert load_checkpoint(tmp_path / "part")["step"] == stop_at
     resumed = train(cfg, run_dir=tmp_path / "part", resume=True, echo=lambda m: None)
     assert not resumed.interrupted and resumed.step == full.step

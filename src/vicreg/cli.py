@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from .config import (
     load_yaml,
     parse_overrides,
 )
-from .errors import JobStopped
+from .errors import FollowedRank0, JobStopped
 from .rundir import EVAL, PREDICTOR
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
@@ -197,7 +198,7 @@ def _train_or_resume(args, extra: list[str]):
 def _print_result(result) -> int:
     print(f"run directory: {result.run_dir}")
     if result.interrupted:
-        print(f"interrupted at step {result.step}; resume with: vicreg train --resume {result.run_dir}")
+        print(f"interrupted at step {result.step}; resume with: {result.resume_command}")
         return 130
     def fmt(acc: dict[int, float]) -> str:
         return "  ".join(f"k={k}: {v:.2f}%" for k, v in acc.items())
@@ -312,14 +313,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except ConfigError as e:
-        print(f"vicreg: error: {e}", file=sys.stderr)
+        _report(e)
         return 2
-    except (FileNotFoundError, ValueError, FloatingPointError, JobStopped) as e:
-        print(f"vicreg: error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, FloatingPointError, JobStopped, FollowedRank0) as e:
+        _report(e)
         return 1
     except KeyboardInterrupt:
         print("vicreg: aborted", file=sys.stderr)
         return 130
+
+
+def _report(e: Exception) -> None:
+    """The error in one line on stderr. In a data-parallel job, what is the same on every process (a bad
+    config, a world size, a failure rank 0 found) is said by rank 0 alone; the other ranks say only what is
+    their own (their lost peers, their files), prefixed with their rank."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank and isinstance(e, (ConfigError, FollowedRank0)):
+        return
+    prefix = f"rank {rank}: " if rank and not str(e).startswith(f"rank {rank}:") else ""
+    print(f"vicreg: error: {prefix}{e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -258,6 +258,14 @@ def config_to_dict(obj: Any) -> Any:
     return obj
 
 
+def _plural(described: str) -> str:
+    """ "an integer" -> "integers", "a number" -> "numbers" (the other descriptions as they are)."""
+    for article in ("an ", "a "):
+        if described.startswith(article):
+            return described[len(article):] + "s"
+    return described
+
+
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -266,9 +274,9 @@ def _describe(hint: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is list:
-        return f"a comma-separated list of {_describe(args[0])}s"
+        return f"a comma-separated list of {_plural(_describe(args[0]))}"
     if origin is tuple:
-        return f"{len(args)} comma-separated {_describe(args[0])}s"
+        return f"{len(args)} comma-separated {_plural(_describe(args[0]))}"
     if hint is type(None):
         return "null"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
@@ -300,8 +308,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         raise bad()
     if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [yaml.safe_load(v) for v in value.split(",")] if value.strip() else []
+        if isinstance(value, str):  # "64,64" or "[64, 64]"
+            text = value.strip().removeprefix("[").removesuffix("]") if value.strip().startswith("[") else value
+            try:
+                value = [yaml.safe_load(v) for v in text.split(",")] if text.strip() else []
+            except yaml.YAMLError:
+                raise bad() from None
         elif not isinstance(value, (list, tuple)):
             value = [value]
         if origin is tuple:

@@ -18,8 +18,9 @@ What keeps N processes exact to one process on the global batch:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -27,8 +28,9 @@ from torch import Tensor
 
 from .config import ConfigError
 
-__all__ = ["Dist", "init_from_env", "is_distributed", "world_size", "rank", "gather_with_grad", "all_reduce_sum",
-           "all_reduce_mean", "broadcast_object", "barrier", "shutdown"]
+__all__ = ["Dist", "Vote", "init_from_env", "is_distributed", "world_size", "rank", "gather_with_grad",
+           "gather_rows", "all_gather_stack", "all_reduce_sum", "all_reduce_mean", "broadcast_object", "barrier",
+           "shutdown"]
 
 
 def is_distributed() -> bool:
@@ -51,6 +53,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     backend: str | None = None  # None: a single process, no group
+    cpu_group: Any = field(default=None, compare=False, repr=False)  # a gloo group for host-side votes (Vote)
 
     @property
     def main(self) -> bool:
@@ -61,27 +64,32 @@ class Dist:
 def init_from_env(device: str = "auto", timeout_s: float | None = None) -> Dist:
     """Join the process group that torchrun (or Slurm with the same variables) describes in the environment:
     ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``. One process when there is no
-    ``WORLD_SIZE`` or it is 1. The backend is nccl when this process trains on CUDA, else gloo. Collectives
-    that wait longer than ``timeout_s`` raise instead of hanging (default: ``VICREG_DIST_TIMEOUT`` seconds, else
-    3600: the other ranks wait while rank 0 evaluates, which takes long on big datasets). A dead peer is
-    usually reported at once by gloo and nccl, without waiting for the timeout."""
+    ``WORLD_SIZE`` or it is 1. The backend is nccl when this process trains on CUDA, else gloo; beside it, a
+    gloo group for the stop vote (:class:`Vote`). Collectives that wait longer than ``timeout_s`` raise instead
+    of hanging (default: ``VICREG_DIST_TIMEOUT`` seconds, else 3600: a long evaluation or checkpoint on one rank
+    keeps the others waiting). A dead peer is usually reported at once by gloo and nccl, without the timeout."""
     timeout_s = timeout_s or float(os.environ.get("VICREG_DIST_TIMEOUT", "3600"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    if is_distributed():
-        return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                    dist.get_backend())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device != "cpu" and not str(device).startswith("cpu")
-    backend = "nccl" if cuda else "gloo"
-    if cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
-                              f"start at most that many processes per node (--nproc-per-node)")
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+    if not is_distributed():
+        cuda = torch.cuda.is_available() and device != "cpu" and not str(device).startswith("cpu")
+        if cuda:
+            _check_gpus(local_rank)
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    cpu_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))  # every rank, same order
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), cpu_group)
+
+
+def _check_gpus(local_rank: int) -> None:
+    """One GPU a process: the same line on every rank when a node starts more processes than it has GPUs."""
+    gpus = torch.cuda.device_count()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if max(per_node, local_rank + 1) > gpus:
+        raise ConfigError(f"{per_node} processes on a node with {gpus} GPU(s): start at most {gpus} per node "
+                          f"(--nproc-per-node {gpus}), or train on the CPU with --train.device cpu")
 
 
 def shutdown() -> None:
@@ -120,6 +128,45 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return _GatherWithGrad.apply(x)
 
 
+def gather_rows(x: Tensor | None, dst: int = 0) -> Tensor | None:
+    """Every process's rows (n_r, *F), concatenated in rank order, on rank ``dst``; None on the others.
+
+    The processes may hold different numbers of rows (None: none; the others give the shape and dtype). For
+    the evaluation's features: rank ``dst`` alone holds the whole bank. ``x`` itself in one process."""
+    if world_size() == 1:
+        return x
+    meta: list = [None] * world_size()
+    dist.all_gather_object(meta, None if x is None else (x.shape[0], tuple(x.shape[1:]), x.dtype))
+    known = [m for m in meta if m is not None]
+    if not known:
+        return None
+    _, tail, dtype = known[0]
+    device = x.device if x is not None else _collective_device()
+    padded = torch.zeros((max(m[0] for m in known), *tail), dtype=dtype, device=device)
+    if x is not None:
+        padded[:len(x)] = x
+    parts = [torch.empty_like(padded) for _ in meta] if rank() == dst else None
+    dist.gather(padded, parts, dst=dst)
+    if parts is None:
+        return None
+    return torch.cat([part[:m[0]] for part, m in zip(parts, meta) if m is not None])
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_stack(x: Tensor) -> Tensor:
+    """(world_size, *x.shape): every process's ``x`` in rank order (no autograd); x[None] in one process."""
+    if world_size() == 1:
+        return x[None]
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.stack(parts)
+
+
 def all_reduce_sum(x: Tensor) -> Tensor:
     """The sum over processes of ``x`` (in place; no autograd); ``x`` itself in one process."""
     if world_size() > 1:
@@ -148,3 +195,43 @@ def broadcast_object(obj, src: int = 0):
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+class Vote:
+    """Flags any process may raise (a stop request, a failure), agreed on so that every process acts on them
+    after the same step, without holding up the device.
+
+    :meth:`poll` starts an all-reduce (max) of this process's flags on the gloo group beside the training
+    group and returns the previous poll's result, which every process receives alike and which finished long
+    ago (one step late, no wait). :meth:`settle` waits for the flags of now (epoch ends). Flags must be sticky
+    (once raised, raised in every later call): settle then never loses a raised flag. Every process must call
+    the same sequence of polls and settles. In one process both return the flags as they are."""
+
+    def __init__(self, d: Dist, n: int):
+        self.group, self.world, self.n = d.cpu_group, d.world, n
+        self.pending: tuple | None = None  # (work, tensor) of the poll in flight
+
+    def poll(self, flags: Sequence[bool]) -> list[bool]:
+        if self.world == 1:
+            return [bool(f) for f in flags]
+        previous = self.close()
+        tensor = torch.tensor([float(f) for f in flags])
+        self.pending = (dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group, async_op=True), tensor)
+        return previous
+
+    def settle(self, flags: Sequence[bool]) -> list[bool]:
+        if self.world == 1:
+            return [bool(f) for f in flags]
+        self.close()
+        tensor = torch.tensor([float(f) for f in flags])
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
+        return [bool(v) for v in tensor.tolist()]
+
+    def close(self) -> list[bool]:
+        """Wait for the poll in flight (if any) and return its result (all False without one)."""
+        if self.pending is None:
+            return [False] * self.n
+        work, tensor = self.pending
+        self.pending = None
+        work.wait()
+        return [bool(v) for v in tensor.tolist()]

@@ -4,3 +4,7 @@ so the command line stays quick to start."""
 
 class JobStopped(RuntimeError):
     """A data-parallel job lost a process (or a collective timed out): said in one line with the resume command."""
+
+
+class FollowedRank0(RuntimeError):
+    """This process of a data-parallel job stops because rank 0 failed (e.g. a non-finite loss); rank 0 says why."""

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
+from torch import Tensor
 
 from . import __version__
 from .config import Config, config_from_dict, config_to_dict, save_yaml
@@ -386,11 +387,15 @@ class MetricsWriter:
     def add(self, step: int, epoch: int, lr: float, terms: torch.Tensor) -> None:
         self.pending.append((step, epoch, lr, terms.detach()))
 
-    def flush(self, images_per_s: float, wait: bool = False) -> list[float]:
+    def flush(self, images_per_s: float, wait: bool = False, reduce: Callable[[Tensor], Tensor] | None = None
+              ) -> list[float]:
         """Queue the pending rows and write the windows that are ready (all of them with ``wait`` or on the
-        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). Raises on a NaN loss."""
+        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). Raises on a NaN loss.
+        reduce: applied to the window's (steps, 4) losses first (a data-parallel job's mean over processes)."""
         if self.pending:
             values = torch.stack([t for *_, t in self.pending])
+            if reduce is not None:
+                values = reduce(values)
             event = None
             if values.is_cuda:
                 host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .augment import TwoViews
 from .config import Config, LossConfig, TrainConfig
-from .distributed import all_reduce_sum, world_size
+from .distributed import all_gather_stack, all_reduce_sum, world_size
 from .loss import LossTerms, vicreg_loss
 
 __all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batch_norm", "per_view_batchnorm", "stack_views",
@@ -63,6 +63,18 @@ def _rows(coef: Tensor, n: int) -> Tensor:
     return coef.expand(coef.shape[0], n, *coef.shape[2:]).flatten(0, 1)
 
 
+def _global_moments(xv: Tensor, reduce: tuple[int, ...], acc: torch.dtype, n: int) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance over every process's ``n`` values per view and channel, from one all-gather
+    of each process's mean m_r and centred sum of squares M_r (Chan et al.'s pairwise combination, equal
+    counts): mean = avg_r m_r, var = (sum_r M_r + n * sum_r (m_r - mean)^2) / (n * world). Two-pass exact,
+    like the single-process branch, with one collective instead of two."""
+    local_mean = xv.sum(reduce, keepdim=True, dtype=acc) / n
+    local_m2 = (xv - local_mean).square_().sum(reduce, keepdim=True)
+    means, m2s = all_gather_stack(torch.stack([local_mean, local_m2])).unbind(1)  # (world, V, 1, C, 1, ...) each
+    mean = means.mean(0)
+    return mean, (m2s.sum(0) + n * (means - mean).square().sum(0)) / (n * means.shape[0])
+
+
 class _PerViewBatchNorm(torch.autograd.Function):
     """Autograd of :func:`per_view_batch_norm` with the batch-norm backward written out, per view v and
     channel c over its n values (xhat = (x - mean) * invstd, k = weight * invstd)::
@@ -82,10 +94,9 @@ class _PerViewBatchNorm(torch.autograd.Function):
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32  # accumulation dtype
         reduce = (1, *range(3, xv.dim()))  # the samples of a view and the spatial positions
         n = xv.numel() // (xv.shape[0] * xv.shape[2])  # values per view and channel
-        if sync:  # over every process: two passes of all-reduced sums, n the global count
+        if sync:  # over every process: one all-gather of each process's mean and centred sum of squares
+            mean, var = _global_moments(xv, reduce, acc, n)
             n *= world_size()
-            mean = all_reduce_sum(xv.sum(reduce, keepdim=True, dtype=acc)) / n
-            var = all_reduce_sum((xv - mean).square_().sum(reduce, keepdim=True)) / n
         elif xv.device.type == "cpu":  # two passes of plain sums: on the CPU twice as fast as var_mean (Welford)
             mean = xv.sum(reduce, keepdim=True, dtype=acc) / n  # (V, 1, C, 1, ...)
             var = (xv - mean).square_().sum(reduce, keepdim=True) / n  # biased: what batch norm divides by
@@ -112,8 +123,8 @@ class _PerViewBatchNorm(torch.autograd.Function):
         sum_dy_xhat = (xv - mean).mul_(dyv).sum(ctx.reduce, keepdim=True) * invstd  # centred: exact for large means
         # synced: x's gradient needs the sums over every process; the weight's and bias's stay this process's
         # own (DDP averages them over processes, as it does every other parameter's)
-        total_dy = all_reduce_sum(sum_dy.clone()) if ctx.sync else sum_dy
-        total_dy_xhat = all_reduce_sum(sum_dy_xhat.clone()) if ctx.sync else sum_dy_xhat
+        total_dy, total_dy_xhat = all_reduce_sum(torch.stack([sum_dy, sum_dy_xhat])) if ctx.sync else (sum_dy,
+                                                                                                      sum_dy_xhat)
         k = invstd if weight is None else invstd * weight.view(ctx.shape)
         b = -k * invstd * total_dy_xhat / n
         c = -k * total_dy / n - b * mean

@@ -36,9 +36,18 @@ from .data import Batches, ImageDataset, load_dataset, spread_subset
 from .data.dataset import channel_stats, stats_sample
 from .device import autocast_dtype, resolve_device, synchronize
 from .diagnostics import brief, collapse_diagnostics
-from .distributed import Dist, all_reduce_mean, barrier, broadcast_object, gather_with_grad, init_from_env
-from .errors import JobStopped
-from .evaluate import extract_features, extract_outputs, knn_accuracy, raw_pixel_features
+from .distributed import (
+    Dist,
+    Vote,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    gather_rows,
+    gather_with_grad,
+    init_from_env,
+)
+from .errors import FollowedRank0, JobStopped
+from .evaluate import extract_outputs, knn_accuracy, raw_pixel_features
 from .models import VICReg, build_model
 from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
 from .rundir import SUMMARY as SUMMARY_FILE
@@ -69,6 +78,7 @@ class RunResult:
     seconds: float = 0.0  # training time of this invocation (evaluation, diagnostics, checkpoints excluded)
     images_per_s: float = 0.0  # two-view images per second over this invocation
     interrupted: bool = False
+    resume_command: str = ""  # how to continue an interrupted run (vicreg or torchrun)
 
 
 @dataclass
@@ -326,6 +336,8 @@ class Meter:
         from tqdm.auto import tqdm
 
         self.batch_size = s.cfg.train.batch_size  # global: images/s are the job's
+        self.world = s.dist.world
+        self.failure: FloatingPointError | None = None  # rank 0's non-finite loss in a job (see Stop.agree)
         self.metrics = MetricsWriter(s.run_dir, keep_until_step=p.step) if s.dist.main else NullMetrics()
         self.bar = tqdm(total=s.total_steps, initial=p.step, unit="step", dynamic_ncols=True,
                         disable=None if s.cfg.train.progress and s.dist.main else True)
@@ -337,7 +349,13 @@ class Meter:
         """Write the steps' metrics (see MetricsWriter.flush) and show the latest in the bar."""
         now = time.perf_counter()
         ips = 2 * self.batch_size * (p.step - self.window_step) / max(now - self.window_time, 1e-9)
-        last = self.metrics.flush(ips, wait)
+        reduce = all_reduce_mean if self.world > 1 else None  # the logged terms are the job's: one collective
+        try:
+            last = self.metrics.flush(ips, wait, reduce)
+        except FloatingPointError as e:  # in a job, every process raises it after the same step (Stop.agree)
+            if self.world == 1:
+                raise
+            self.failure, last = self.failure or e, []  # the first one (the vote comes a step later)
         if last:
             loss, inv, var, cov = last
             self.bar.set_postfix_str(f"loss {loss:.3f} inv {inv:.4f} var {var:.3f} cov {cov:.3f} "
@@ -353,42 +371,69 @@ class Meter:
 
 
 class NullMetrics:
-    """The metrics of ranks other than 0: nothing is written."""
+    """The metrics of ranks other than 0: nothing is written, but each window's losses join the job's mean
+    (``reduce``, a collective every process enters)."""
 
-    def add(self, *args) -> None: ...
-    def flush(self, *args, **kwargs) -> list[float]:
+    def __init__(self):
+        self.pending: list[torch.Tensor] = []
+
+    def add(self, step: int, epoch: int, lr: float, terms: torch.Tensor) -> None:
+        self.pending.append(terms.detach())
+
+    def flush(self, images_per_s: float, wait: bool = False, reduce=None) -> list[float]:
+        if self.pending and reduce is not None:
+            reduce(torch.stack(self.pending))
+        self.pending.clear()
         return []
     def knn(self, *args) -> None: ...
     def diagnostics(self, *args) -> None: ...
     def close(self) -> None: ...
 
 
-@contextmanager
-def stop_on_sigint():
-    """The first Ctrl-C sets a flag (``requested``) that the loop reads after each step; a second one aborts
-    at once. ``stop`` is what the loop acts on: the request itself in one process; in a data-parallel job the
-    request of any process, agreed on every ``train.log_every`` steps and at epoch ends (:func:`_agree`)."""
-    flag = {"stop": False, "requested": False}
+class Stop:
+    """Whether to stop after this step. A first Ctrl-C (SIGINT) or SIGTERM (Slurm, ``kill``, torchrun stopping
+    the job) sets ``requested``: the loop finishes the step, saves a checkpoint and prints the resume command.
+    A second signal aborts at once. ``now`` is what the loop acts on: the request itself in one process; in a
+    data-parallel job the request of any process, agreed by a :class:`Vote` after every step (one step late,
+    without a wait) and at epoch ends, so every process stops after the same step. A non-finite loss found by
+    rank 0 stops them all the same way."""
 
-    def handler(signum, frame):
-        if flag["requested"]:
+    def __init__(self, d: Dist):
+        self.requested, self.signal, self.now = False, "", False
+        self.vote = Vote(d, 2)
+
+    def agree(self, failure: FloatingPointError | None, wait: bool = False) -> bool:
+        """Agree on the stop request and on a failure (raised on every process); wait: on the flags of now."""
+        flags = (self.requested, failure is not None)
+        requested, failed = self.vote.settle(flags) if wait else self.vote.poll(flags)
+        if failed:
+            raise failure or FollowedRank0("stopped with rank 0, which found a non-finite loss")
+        self.now = requested
+        return requested
+
+    def handler(self, signum: int, frame) -> None:
+        if self.requested:
+            if signum == signal.SIGTERM:
+                raise JobStopped(f"terminated (SIGTERM) while stopping after a {self.signal}")
             raise KeyboardInterrupt
-        flag["requested"] = True
+        self.requested, self.signal = True, signal.Signals(signum).name
 
-    def terminated(signum, frame):  # the launcher stops the job (torchrun, after another process failed)
-        raise JobStopped("the job was terminated (SIGTERM)")
 
+@contextmanager
+def stop_on_signals(d: Dist):
+    """A :class:`Stop` whose handler catches SIGINT and SIGTERM while the loop runs (not outside the main
+    thread, where signals keep their default behaviour)."""
+    stop = Stop(d)
     try:
-        previous = signal.signal(signal.SIGINT, handler)
-        previous_term = signal.signal(signal.SIGTERM, terminated)
-    except ValueError:  # not in the main thread: Ctrl-C keeps its default behaviour
-        yield flag
+        previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not in the main thread
+        yield stop
         return
     try:
-        yield flag
+        yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,31 +441,9 @@ def stop_on_sigint():
 # --------------------------------------------------------------------------------------------
 
 
-def _agree(stop: dict, dist: Dist) -> None:
-    """stop["stop"] = whether any process has a stop request: every process then stops after the same step."""
-    if dist.world == 1:
-        stop["stop"] = stop["requested"]
-        return
-    flag = torch.tensor([float(stop["requested"])])
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=_cpu_group())
-    stop["stop"] = bool(flag.item())
-
-
-_CPU_GROUP: list = []
-
-
-def _cpu_group():
-    """A gloo group beside an nccl one, for the stop flag (a CPU tensor); the default group under gloo."""
-    if torch.distributed.get_backend() == "gloo":
-        return None
-    if not _CPU_GROUP:
-        _CPU_GROUP.append(torch.distributed.new_group(backend="gloo"))
-    return _CPU_GROUP[0]
-
-
-def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Callable[[int], None] | None) -> bool:
-    """The remaining steps of the epoch ``p.step`` is in; True when it ran to its end, False when a Ctrl-C
-    stopped it in the middle (at an epoch's end, the epoch's own work runs first)."""
+def train_epoch(s: Session, p: Progress, meter: Meter, stop: Stop, on_step: Callable[[int], None] | None) -> bool:
+    """The remaining steps of the epoch ``p.step`` is in; True when it ran to its end, False when a stop
+    request (Ctrl-C, SIGTERM) stopped it in the middle (at an epoch's end, the epoch's own work runs first)."""
     epoch, first = divmod(p.step, s.steps_per_epoch)
     meter.bar.set_description(f"epoch {epoch + 1}/{s.cfg.train.epochs}")
     for images, _ in s.train_batches.epoch(epoch, start=first):
@@ -432,8 +455,6 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Call
             meter.clock.start()
         else:
             terms = s.step_fn(images, s.augment, s.generator)
-        if s.dist.world > 1:  # the logged terms are the job's: the mean over processes (no host sync)
-            terms = all_reduce_mean(terms)
         p.step += 1
         meter.metrics.add(p.step, epoch + 1, lr, terms)
         if p.step % s.cfg.train.log_every == 0:
@@ -441,9 +462,7 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Call
         meter.bar.update(1)
         if on_step is not None:
             on_step(p.step)
-        if s.dist.world == 1 or p.step % s.cfg.train.log_every == 0:
-            _agree(stop, s.dist)
-        if stop["stop"] and p.step % s.steps_per_epoch != 0:
+        if stop.agree(meter.failure) and p.step % s.steps_per_epoch != 0:
             return False
     return True
 
@@ -453,21 +472,45 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: dict, on_step: Call
 # --------------------------------------------------------------------------------------------
 
 
+def outputs_on_rank0(s: Session, batches: Batches, levels: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """The model's outputs at ``levels`` and the labels (key "labels") for every image of the unshuffled
+    ``batches``, on rank 0; None on the other ranks. In a data-parallel job each process extracts a contiguous
+    run of the batches and rank 0 gathers them in rank order: the very batches, in the very order, that one
+    process sees, so the figures are one process's."""
+    n, (r, w) = len(batches), (s.dist.rank, s.dist.world)
+    lo, hi = n * r // w, n * (r + 1) // w
+    found: dict[str, torch.Tensor | None] = dict.fromkeys((*levels, "labels"))
+    if hi > lo:
+        outputs, labels = extract_outputs(s.model, batches.epoch(0, lo, hi), s.input_size, s.amp, s.channels_last,
+                                          levels)
+        found = {**outputs, "labels": labels}
+    if w > 1:
+        found = {key: gather_rows(value) for key, value in found.items()}
+    return found if s.dist.main else None  # type: ignore[return-value]
+
+
 def evaluate_knn(s: Session) -> dict[int, float]:
-    """Weighted k-NN top-1 (%) of the embedding: training bank -> test split ({} without labels)."""
+    """Weighted k-NN top-1 (%) of the embedding: training bank -> test split ({} without labels), the same
+    on every process."""
     if not s.labelled:
         return {}
-    bank = extract_features(s.model, s.bank_batches.epoch(0), s.input_size, s.amp, s.channels_last)
-    test = extract_features(s.model, s.test_batches.epoch(0), s.input_size, s.amp, s.channels_last)
+    bank = outputs_on_rank0(s, s.bank_batches, ("embedding",))
+    test = outputs_on_rank0(s, s.test_batches, ("embedding",))
     t = s.cfg.train
-    return knn_accuracy(*bank, *test, ks=t.knn_k, temperature=t.knn_temperature)
+    acc = {}
+    if bank is not None and test is not None:
+        acc = knn_accuracy(bank["embedding"], bank["labels"], test["embedding"], test["labels"], ks=t.knn_k,
+                           temperature=t.knn_temperature)
+    return broadcast_object(acc)
 
 
 def diagnose(s: Session, p: Progress, metrics: MetricsWriter, epoch_done: int) -> None:
     """Collapse diagnostics of the embedding and the projection of the fixed test sample: diagnostics.jsonl,
-    and a few words in ``p.collapse``."""
-    outputs, _ = extract_outputs(s.model, s.diag_batches.epoch(0), s.input_size, s.amp, s.channels_last,
-                                 ("embedding", "projection"))
+    and a few words in ``p.collapse`` (rank 0)."""
+    outputs = outputs_on_rank0(s, s.diag_batches, ("embedding", "projection"))
+    if outputs is None:
+        return
+    outputs.pop("labels")
     found = {level: collapse_diagnostics(z, s.cfg.loss.gamma, s.cfg.loss.eps) for level, z in outputs.items()}
     metrics.diagnostics({"step": p.step, "epoch": epoch_done, "target": s.cfg.loss.gamma,
                          **{level: d.to_dict() for level, d in found.items()}})
@@ -495,9 +538,7 @@ def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int) -> None
     """What train.* asks for after ``epoch_done`` epochs (the last one does everything), off the clock."""
     t = s.cfg.train
     last = epoch_done == t.epochs
-    if s.dist.main:  # every process holds the same weights: rank 0 measures, the others wait
-        _measure(s, p, meter, epoch_done, last)
-    barrier()
+    _measure(s, p, meter, epoch_done, last)  # every process extracts its share, rank 0 measures
     if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
         checkpoint(s, p, meter.clock.seconds())
 
@@ -527,7 +568,8 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
     seconds = meter.clock.seconds()
     interrupted = p.step < s.total_steps
     result = RunResult(s.run_dir, p.step, p.step / s.steps_per_epoch, p.knn, {}, seconds,
-                       2 * t.batch_size * (p.step - start_step) / max(seconds, 1e-9), interrupted)
+                       2 * t.batch_size * (p.step - start_step) / max(seconds, 1e-9), interrupted,
+                       _resume_command(s) if interrupted else "")
     if interrupted or not s.dist.main:
         return result
     if s.labelled:
@@ -601,9 +643,9 @@ def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
         where = f"the last checkpoint (step {load_checkpoint(run_dir)['step']}) is intact"
     except (OSError, RuntimeError, KeyError):
         where = "no checkpoint was written yet"
-    return (f"rank {dist.rank}: the job stopped ({type(e).__name__}: {first}); another process probably died, see "
-            f"its log. In {run_dir} {where}; resume with: torchrun --nproc-per-node {dist.world} -m vicreg train "
-            f"--resume {run_dir}")
+    cause = "" if isinstance(e, JobStopped) else "; another process probably died, see its log"
+    return (f"rank {dist.rank}: the job stopped ({type(e).__name__}: {first}){cause}. In {run_dir} {where}; "
+            f"resume with: torchrun --nproc-per-node {dist.world} -m vicreg train --resume {run_dir}")
 
 
 def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunResult:
@@ -613,22 +655,22 @@ def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunR
     s.model.train()
     meter.clock.start()
     try:
-        with stop_on_sigint() as stop:
-            while p.step < s.total_steps:
-                _agree(stop, s.dist)
-                if stop["stop"]:
-                    break
+        with stop_on_signals(s.dist) as stop:
+            while p.step < s.total_steps and not stop.agree(meter.failure, wait=True):
                 if train_epoch(s, p, meter, stop, on_step):
                     meter.clock.pause()
                     meter.flush(p, wait=True)
+                    stop.agree(meter.failure, wait=True)  # a non-finite loss stops every process before the checkpoint
                     end_of_epoch(s, p, meter, p.step // s.steps_per_epoch)
                     meter.restart_window(p.step)  # evaluation time is not training time
                     meter.clock.start()
             meter.clock.pause()
-            if stop["stop"] and p.step < s.total_steps:
+            if stop.now and p.step < s.total_steps:
                 meter.flush(p, wait=True)
+                stop.agree(meter.failure, wait=True)
                 checkpoint(s, p, meter.clock.seconds())
-                s.log(f"interrupted at step {p.step}: checkpoint saved; resume with: {_resume_command(s)}")
+                s.log(f"stopped ({stop.signal}) at step {p.step}: checkpoint saved; resume with: {_resume_command(s)}")
+            stop.vote.close()
     finally:
         meter.close()
     return finish(s, p, meter, start_step)

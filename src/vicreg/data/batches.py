@@ -44,14 +44,18 @@ class _EpochBatchSampler(Sampler[list[int]]):
                  shard: tuple[int, int] = (0, 1)):
         self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
         self.shard = shard
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.stop = 0, 0, None
+
+    def _end(self) -> int:
+        total = _num_batches(self.n, self.batch_size * self.shard[1], self.drop_last)
+        return total if self.stop is None else min(self.stop, total)
 
     def __len__(self) -> int:
-        return _num_batches(self.n, self.batch_size * self.shard[1], self.drop_last) - self.start
+        return max(0, self._end() - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else None
-        for i in range(self.start, _num_batches(self.n, self.batch_size * self.shard[1], self.drop_last)):
+        for i in range(self.start, self._end()):
             lo, hi = _shard_bounds(i, self.batch_size, self.n, self.shard)
             yield order[lo:hi].tolist() if order is not None else list(range(lo, hi))
 
@@ -161,20 +165,22 @@ class Batches:
     def __len__(self) -> int:
         return _num_batches(len(self.split), self.batch_size * self.shard[1], self.drop_last)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield the batches ``start, start+1, ...`` of ``epoch`` (images uint8, labels int64, on the device).
+    def epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches ``start, start+1, ..., stop-1`` (default: to the end) of ``epoch`` (images uint8,
+        labels int64, on the device).
 
         With shuffle, the order is :func:`epoch_permutation` ``(len(split), seed, epoch)``, so any
         epoch's order can be recomputed after a restart; without, the split's own order.
         """
-        if not 0 <= start <= len(self):
-            raise ValueError(f"start={start} is outside 0..{len(self)} batches")
-        return self._resident(epoch, start) if self.resident else self._streamed(epoch, start)
+        stop = len(self) if stop is None else stop
+        if not 0 <= start <= stop <= len(self):
+            raise ValueError(f"batches {start}..{stop} are outside 0..{len(self)}")
+        return self._resident(epoch, start, stop) if self.resident else self._streamed(epoch, start, stop)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
-    def _resident(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _resident(self, epoch: int, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, b = len(self.split), self.batch_size
         order = None
         if self.shuffle:
@@ -183,7 +189,7 @@ class Batches:
                 order = order.pin_memory().to(self.device, non_blocking=True)
             else:
                 order = order.to(self.device)
-        for i in range(start, len(self)):
+        for i in range(start, stop):
             lo, hi = _shard_bounds(i, b, n, self.shard)
             if order is None:
                 yield self._images[lo:hi], self._labels[lo:hi]
@@ -191,8 +197,8 @@ class Batches:
                 idx = order[lo:hi]
                 yield self._images.index_select(0, idx), self._labels.index_select(0, idx)
 
-    def _streamed(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._sampler.epoch, self._sampler.start = epoch, start
+    def _streamed(self, epoch: int, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._sampler.epoch, self._sampler.start, self._sampler.stop = epoch, start, stop
         for images, labels in self._loader:
             images = self._decode(images, self.device) if self._decode else images.to(self.device, non_blocking=True)
             yield images, labels.to(self.device, non_blocking=True)
