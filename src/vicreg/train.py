@@ -13,7 +13,7 @@ in a :class:`Progress`; the clock, the metrics files and the progress bar in a :
 
 ``train(cfg, resume=True)`` continues a stopped run from ``checkpoint.pt`` and reaches the same weights as
 an uninterrupted run (bit-identical on CPU). Ctrl-C finishes the current step, saves a checkpoint and
-returns; a second Ctrl-C aborts at once.
+returns (SIGTERM too); a second signal aborts at once.
 """
 
 from __future__ import annotations
