@@ -64,6 +64,28 @@ def test_run_directory_contents(tmp_path):
     assert float(r["loss"]) == pytest.approx(total, rel=1e-4)
 
 
+def test_a_slow_loader_is_named_as_what_limits_the_throughput(tmp_path, monkeypatch):
+    import time
+
+    import vicreg.data.batches as batches
+
+    collate = batches._collate
+
+    def slow_collate(items):  # the streamed path's batches take 50 ms each to arrive
+        time.sleep(0.05)
+        return collate(items)
+
+    monkeypatch.setattr(batches, "_collate", slow_collate)
+    cfg = tiny(tmp_path, **{"train.epochs": 1, "train.knn_every": 0, "data.placement": "stream",
+                            "data.num_workers": 0})
+    lines = []
+    result = train(cfg, run_dir=tmp_path / "run", echo=lines.append)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    steps = result.step  # 21
+    assert 0.05 * steps <= summary["data_wait_seconds"] <= summary["train_seconds"]
+    assert any("for their batches" in line and "the loader limits the throughput" in line for line in lines)
+
+
 # mid-epoch, exactly at the end of epoch 1, and SIGTERM (what Slurm and kill send) like a Ctrl-C
 @pytest.mark.parametrize("stop_at,sig", [(13, "SIGINT"), (21, "SIGINT"), (13, "SIGTERM")])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop_at, sig):

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -63,6 +63,8 @@ from .rundir import (
 )
 from .schedule import warmup_cosine
 from .step import Step, compiles_update, per_view_batchnorm, resolve_compile
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 images (B, C, H, W), int64 labels (B,)
 
 __all__ = ["train", "RunResult", "Session", "Progress", "set_up", "restore", "train_epoch", "end_of_epoch",
            "finish", "default_run_dir"]
@@ -344,6 +346,18 @@ class Meter:
         self.clock = TrainClock(s.device)
         self.wall_start = time.perf_counter()
         self.window_time, self.window_step = self.wall_start, p.step
+        self.data_wait = 0.0  # seconds the loop waited for its next batch (the loader, when streamed)
+
+    def timed(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``batches``, adding the host's wait for each to ``data_wait`` (no device sync: on CUDA, resident
+        batches are queued at once, so the wait is the loader's alone)."""
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            self.data_wait += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
 
     def flush(self, p: Progress, wait: bool = False) -> None:
         """Write the steps' metrics (see MetricsWriter.flush) and show the latest in the bar."""
@@ -446,7 +460,7 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: Stop, on_step: Call
     request (Ctrl-C, SIGTERM) stopped it in the middle (at an epoch's end, the epoch's own work runs first)."""
     epoch, first = divmod(p.step, s.steps_per_epoch)
     meter.bar.set_description(f"epoch {epoch + 1}/{s.cfg.train.epochs}")
-    for images, _ in s.train_batches.epoch(epoch, start=first):
+    for images, _ in meter.timed(s.train_batches.epoch(epoch, start=first)):
         lr = s.learning_rate(p.step)
         set_learning_rate(s.optimizer, lr)
         if s.step_fn.pending:  # this call compiles: its time is counted apart from training
@@ -572,6 +586,10 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
                        _resume_command(s) if interrupted else "")
     if interrupted or not s.dist.main:
         return result
+    share = meter.data_wait / max(seconds, 1e-9)
+    s.log(f"the steps waited {meter.data_wait:.1f} s of {seconds:.1f} s for their batches ({share:.0%}): " + (
+        "the loader limits the throughput (more data.num_workers, data.decode device, or resident data help)"
+        if share > 0.2 else "the model, not the data, limits the throughput"))
     if s.labelled:
         train_px = raw_pixel_features(s.bank_batches.epoch(0))
         test_px = raw_pixel_features(s.test_batches.epoch(0))
@@ -581,6 +599,8 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
         "run_dir": str(s.run_dir), "steps": p.step, "epochs": t.epochs,
         "train_seconds": round(p.seconds_before + seconds, 2),
         "wall_seconds": round(time.perf_counter() - meter.wall_start, 2),
+        # of train_seconds (this invocation): waiting for the next batch; near 0 when the model limits the step
+        "data_wait_seconds": round(meter.data_wait, 2),
         "images_per_s": round(result.images_per_s, 1), "device": str(s.device),
         "knn": {str(k): v for k, v in p.knn.items()},
         "knn_raw_pixels": {str(k): v for k, v in result.knn_raw_pixels.items()},
