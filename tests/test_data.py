@@ -228,6 +228,58 @@ def test_cifar100_python_format(tmp_path):
     assert len(ds.classes) == 100 and ds.classes[42] == "fine42"
 
 
+class _Payload:
+    """What a crafted pickle carries: code that runs when a plain pickle.load builds the object."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def _cifar10_files(folder: Path, protocol: int = 2, meta: dict | None = None) -> None:
+    folder.mkdir(exist_ok=True)
+    x = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": x, "labels": [1, 2]}, f, protocol=protocol)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta if meta is not None else {"label_names": [f"c{i}" for i in range(10)]}, f, protocol=protocol)
+
+
+def test_cifar_batches_of_any_pickle_protocol_are_read(tmp_path):
+    for protocol in (2, 4, 5):  # numpy arrays pickle differently from protocol 5 on (_frombuffer)
+        _cifar10_files(tmp_path / f"p{protocol}" / "cifar-10-batches-py", protocol)
+        ds = load_dataset(cfg(dataset="cifar10", data_dir=str(tmp_path / f"p{protocol}")), log=quiet)
+        assert ds.train.images.shape == (10, 3, 32, 32) and ds.classes[9] == "c9"
+
+
+def test_a_crafted_cifar_file_is_refused_without_running_its_payload(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _cifar10_files(folder)
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [1]}, f, protocol=2)
+    with pytest.raises(ValueError, match=r"refused .*data_batch_3: not a plain CIFAR batch \(it asks for "
+                                         r"builtins.exec; only numpy arrays"):
+        load_dataset(cfg(dataset="cifar10", data_dir=str(folder)), log=quiet)
+    assert not marker.exists()  # the payload never ran
+    with open(marker.parent / "check", "wb") as f:  # the same file under plain pickle.load would have run it
+        pickle.dump(_Payload(marker), f)
+    with open(marker.parent / "check", "rb") as f:
+        pickle.load(f)
+    assert marker.read_text() == "ran"
+
+
+def test_a_cifar_meta_file_without_class_names_is_one_line(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _cifar10_files(folder, meta={"num_vis": 3072})
+    with pytest.raises(ValueError, match=r"corrupt CIFAR file .*batches.meta: no list of class names under "
+                                         r"'label_names' \(found keys: num_vis\)"):
+        load_dataset(cfg(dataset="cifar10", data_dir=str(folder)), log=quiet)
+
+
 # --------------------------------------------------------------------------------------------
 # STL-10
 # --------------------------------------------------------------------------------------------

@@ -157,11 +157,39 @@ def _text(x) -> str:
     return x.decode("latin1") if isinstance(x, bytes) else str(x)
 
 
+# What a CIFAR batch holds: a dict of numpy arrays, lists, strings and numbers. Those are all the
+# unpickler builds; any other global a file names (os.system, builtins.eval, ...) is refused, so a crafted
+# file in the data directory cannot run code.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol-5 arrays
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names a global outside _CIFAR_GLOBALS."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise _Refused(f"it asks for {module}.{name}")
+
+
 def _unpickle(path: Path) -> dict:
-    """A CIFAR pickle as a dict with str keys (Python 2 pickles read as torchvision does, latin1)."""
+    """A CIFAR pickle as a dict with str keys (Python 2 pickles read as torchvision does, latin1), read by an
+    unpickler that builds only numpy arrays and plain Python values: a file that asks for anything else is
+    refused in one line, without running it."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _PlainUnpickler(f, encoding="latin1").load()
+    except _Refused as e:
+        raise ValueError(f"refused {path}: not a plain CIFAR batch ({e}; only numpy arrays, lists, strings and "
+                         f"numbers are read, so that a crafted file cannot run code)") from None
     except Exception as e:
         raise ValueError(f"corrupt CIFAR file {path}: {type(e).__name__}: {e}") from None
     if not isinstance(entry, dict):
@@ -205,6 +233,9 @@ def _load_cifar(name: str, cfg: DataConfig, log: Log) -> ImageDataset:
         return in_memory(np.concatenate(data), labels)
 
     meta = _unpickle(folder / spec["meta"])
+    if not isinstance(meta.get(spec["names_key"]), (list, tuple)):
+        raise ValueError(f"corrupt CIFAR file {folder / spec['meta']}: no list of class names under "
+                         f"'{spec['names_key']}' (found keys: {', '.join(sorted(meta)) or 'none'})")
     classes = [_text(c) for c in meta[spec["names_key"]]]
     return make_dataset(name, classes, read(spec["train"]), read(spec["test"]), str(folder), log)
 
