@@ -239,7 +239,7 @@ class _Payload:
 
 
 def _cifar10_files(folder: Path, protocol: int = 2, meta: dict | None = None) -> None:
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     x = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(folder / name, "wb") as f:
