@@ -13,6 +13,7 @@ from vicreg.rundir import (
     METRIC_COLUMNS,
     RUN_FORMAT,
     MetricsWriter,
+    atomic_save,
     create_run_dir,
     is_finished,
     load_checkpoint,
@@ -93,5 +94,70 @@ def test_checkpoints_load_without_unpickling_objects(tmp_path):
     assert load_checkpoint(tmp_path)["step"] == 3  # a run directory or the file itself
     assert torch.equal(load_checkpoint(tmp_path / CHECKPOINT)["model"]["w"], torch.ones(2))
     torch.save({"bad": object()}, tmp_path / "evil.pt")
-    with pytest.raises(Exception, match="weights_only"):
+    with pytest.raises(ValueError, match=r"refused .*evil.pt: it holds objects other than tensors and plain values"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_unreadable_checkpoints_are_one_line(tmp_path):
+    torch.save({"step": 3, "model": {"w": torch.ones(1000)}}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save([1, 2], tmp_path / "list.pt")
+    for name, message in (("cut.pt", "is not a readable checkpoint"), ("empty.pt", "is not a readable checkpoint"),
+                          ("list.pt", "is not a vicreg checkpoint \\(it holds a list\\)")):
+        with pytest.raises(ValueError, match=f"{name} {message}") as e:
+            load_checkpoint(tmp_path / name)
+        assert "\n" not in str(e.value)
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_names_the_path(tmp_path, monkeypatch):
+    def full_disk(obj, path):  # what torch.save raises when the disk fills up
+        open(path, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=f"could not write {tmp_path / CHECKPOINT}: .*inline_container.cc:672.* "
+                                      f"\\(nothing was left half-written\\)"):
+        atomic_save({"step": 1}, tmp_path / CHECKPOINT)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "summary.json").mkdir()  # a file that cannot be replaced
+    with pytest.raises(OSError, match="could not write .*summary.json"):
+        write_json(tmp_path / "summary.json", {"a": 1})
+    assert not (tmp_path / "summary.json.tmp").exists()
+
+
+def test_a_new_run_never_takes_over_an_existing_one_and_bad_folders_are_one_line(tmp_path):
+    cfg = build_config("demo")
+    run = create_run_dir(tmp_path / "run", cfg)
+    with pytest.raises(ValueError, match=f"{run} already holds a run \\(config.yaml\\): resume it with"):
+        create_run_dir(run, cfg)
+    assert create_run_dir(run, cfg, resume=True) == run  # what --resume does
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=f"cannot create the run directory {tmp_path / 'file' / 'run'}: "):
+        create_run_dir(tmp_path / "file" / "run", cfg)  # train.out_dir that is a file
+
+
+def test_resume_trimming_drops_rows_cut_short_by_a_kill(tmp_path):
+    (tmp_path / "metrics.csv").write_text(",".join(METRIC_COLUMNS) + "\n1,1,0.1,5,1,1,1,9\n2,1,0.1,4,1,1,1,9\n"
+                                          "3,1,0.1,3,1,1,1,9\n1")  # the row of step 14 cut after its first digit
+    (tmp_path / "diagnostics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"st')
+    trim_to_step(tmp_path, 2)
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2]
+    assert read_diagnostics(tmp_path) == [{"step": 1}, {"step": 2}]
+    trim_to_step(tmp_path, 5)
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2]
+
+
+def test_a_loss_blow_up_is_caught_before_it_is_written(tmp_path):
+    writer = MetricsWriter(tmp_path, keep_until_step=0, tensorboard=False, divergence_factor=5.0)
+    for step, loss in enumerate([34.0, 30.0, 40.0, 149.0], start=1):  # 149 < 5 x 30
+        writer.add(step, 1, 0.1, torch.tensor([loss, 1.0, 1.0, 1.0]))
+    writer.flush(images_per_s=1.0)
+    writer.add(5, 1, 0.1, torch.tensor([331.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(FloatingPointError, match=r"the loss blew up at step 5: 331, over train.divergence_factor=5 "
+                                                 r"x the lowest so far \(30 at step 2\)"):
+        writer.flush(images_per_s=1.0)
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2, 3, 4]
+    again = MetricsWriter(tmp_path, keep_until_step=4, tensorboard=False, divergence_factor=5.0)
+    assert again.lowest == (30.0, 2)  # a resumed run keeps its base

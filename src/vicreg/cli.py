@@ -37,7 +37,7 @@ from .config import (
     load_yaml,
     parse_overrides,
 )
-from .errors import FollowedRank0, JobStopped
+from .errors import FollowedRank0, JobStopped, NodeConfigError
 from .rundir import EVAL, PREDICTOR
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
@@ -313,25 +313,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except ConfigError as e:
-        _report(e)
-        return 2
-    except (FileNotFoundError, ValueError, FloatingPointError, JobStopped, FollowedRank0) as e:
-        _report(e)
-        return 1
+        return _report(e, 2)
+    except (OSError, ValueError, FloatingPointError, JobStopped, FollowedRank0) as e:
+        return _report(e, 1)
     except KeyboardInterrupt:
         print("vicreg: aborted", file=sys.stderr)
         return 130
 
 
-def _report(e: Exception) -> None:
-    """The error in one line on stderr. In a data-parallel job, what is the same on every process (a bad
-    config, a world size, a failure rank 0 found) is said by rank 0 alone; the other ranks say only what is
-    their own (their lost peers, their files), prefixed with their rank."""
+def _report(e: Exception, code: int) -> int:
+    """The error in one line on stderr; returns the exit code. In a data-parallel job, what is the same on
+    every process (a bad config, a world size, a failure rank 0 found) is said by rank 0 alone (by local rank
+    0 for what is the same on a node), and the others exit with 0, so that torchrun waits for rank 0 to say
+    it; the other ranks say only what is their own (their lost peers, their files), prefixed with their rank."""
     rank = int(os.environ.get("RANK", "0") or 0)
-    if rank and isinstance(e, (ConfigError, FollowedRank0)):
-        return
+    if isinstance(e, NodeConfigError):
+        if int(os.environ.get("LOCAL_RANK", "0") or 0):
+            return 0
+    elif rank and isinstance(e, (ConfigError, FollowedRank0)):
+        return 0
     prefix = f"rank {rank}: " if rank and not str(e).startswith(f"rank {rank}:") else ""
     print(f"vicreg: error: {prefix}{e}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ The resolved configuration is saved as ``config.yaml`` beside every run.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -198,7 +199,11 @@ class TrainConfig:
     knn_every: int = 10  # epochs between k-NN evaluations (0: only at the end)
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.1
-    checkpoint_every: int = 10  # epochs between checkpoints (the last epoch always saves)
+    checkpoint_every: int = 10  # epochs between checkpoints (the first and the last epoch always save)
+    checkpoint_minutes: float = 5.0  # also a checkpoint (after any step) when this long has passed since the last
+    #   one; 0: epochs only
+    divergence_factor: float = 5.0  # stop when a step's loss exceeds this times the lowest loss so far (a blow-up,
+    #   caught before anything is saved over the last checkpoint); 0: only a non-finite loss stops the run
     diagnostics_every: int = 1  # epochs between collapse diagnostics (0: only at the end)
     diagnostics_samples: int = 2048  # test images (evenly spaced) embedded for the diagnostics
     log_every: int = 10  # steps between flushes of the per-step metrics (no host sync in between)
@@ -395,13 +400,13 @@ def predictor_config(data: dict | None = None) -> PredictorConfig:
     return cfg
 
 
-def _merge(base: dict, update: dict) -> dict:
+def _merge(base: dict, update: dict, path: str = "") -> dict:
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
+        if isinstance(out.get(k), dict) and not isinstance(v, dict):  # a section given a value: never dropped
+            raise ConfigError(f"{path}{k}={v!r} is not valid: {path}{k} is a section, expected a mapping of its "
+                              f"keys ({', '.join(out[k])})")
+        out[k] = _merge(out[k], v, f"{path}{k}.") if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -570,15 +575,21 @@ def validate(cfg: Config) -> None:
     _check(o.warmup_epochs >= 0.0, "optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
     _check(0.0 <= o.final_lr_ratio <= 1.0, "optim.final_lr_ratio", o.final_lr_ratio, "must be in [0, 1]")
 
-    t = cfg.train
+    _validate_train(cfg.train)
+
+
+def _validate_train(t: TrainConfig) -> None:
     _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, "must be >= 2 (the variance needs two samples)")
-    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda") or t.device == "mps",
-           "train.device", t.device, "expected auto, cpu, cuda, cuda:N or mps")
+    _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+           "train.device", t.device, "expected auto, cpu, cuda, cuda:N (N a GPU index) or mps")
     _check(t.knn_every >= 0, "train.knn_every", t.knn_every, "must be >= 0")
     _check(len(t.knn_k) >= 1 and all(k >= 1 for k in t.knn_k), "train.knn_k", t.knn_k, "need positive k values")
     _check(t.knn_temperature > 0.0, "train.knn_temperature", t.knn_temperature, "must be > 0")
     _check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "must be >= 0")
+    _check(t.checkpoint_minutes >= 0, "train.checkpoint_minutes", t.checkpoint_minutes, "must be >= 0 (0: off)")
+    _check(t.divergence_factor == 0 or t.divergence_factor > 1, "train.divergence_factor", t.divergence_factor,
+           "must be > 1, or 0 (off)")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
     _check(t.diagnostics_every >= 0, "train.diagnostics_every", t.diagnostics_every, "must be >= 0")
     _check(t.diagnostics_samples >= 2, "train.diagnostics_samples", t.diagnostics_samples,
@@ -596,8 +607,15 @@ def save_yaml(cfg: Config, path) -> None:
 
 
 def load_yaml(path) -> dict:
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a mapping of config sections")
     return data

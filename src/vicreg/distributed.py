@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import ConfigError
+from .errors import NodeConfigError
 
 __all__ = ["Dist", "Vote", "init_from_env", "is_distributed", "world_size", "rank", "gather_with_grad",
            "gather_rows", "all_gather_stack", "all_reduce_sum", "all_reduce_mean", "broadcast_object", "barrier",
@@ -88,7 +88,7 @@ def _check_gpus(local_rank: int) -> None:
     gpus = torch.cuda.device_count()
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
     if max(per_node, local_rank + 1) > gpus:
-        raise ConfigError(f"{per_node} processes on a node with {gpus} GPU(s): start at most {gpus} per node "
+        raise NodeConfigError(f"{per_node} processes on a node with {gpus} GPU(s): start at most {gpus} per node "
                           f"(--nproc-per-node {gpus}), or train on the CPU with --train.device cpu")
 
 
@@ -198,40 +198,41 @@ def barrier() -> None:
 
 
 class Vote:
-    """Flags any process may raise (a stop request, a failure), agreed on so that every process acts on them
-    after the same step, without holding up the device.
+    """Flags any process may raise (a stop request, a failure) or counts it may increase, agreed on (their
+    maximum over the processes) so that every process acts on them after the same step, without holding up
+    the device.
 
     :meth:`poll` starts an all-reduce (max) of this process's flags on the gloo group beside the training
     group and returns the previous poll's result, which every process receives alike and which finished long
     ago (one step late, no wait). :meth:`settle` waits for the flags of now (epoch ends). Flags must be sticky
-    (once raised, raised in every later call): settle then never loses a raised flag. Every process must call
-    the same sequence of polls and settles. In one process both return the flags as they are."""
+    (once raised, raised in every later call; counts never decrease): settle then never loses one. Every
+    process must call the same sequence of polls and settles. In one process both return the flags as they are."""
 
     def __init__(self, d: Dist, n: int):
         self.group, self.world, self.n = d.cpu_group, d.world, n
         self.pending: tuple | None = None  # (work, tensor) of the poll in flight
 
-    def poll(self, flags: Sequence[bool]) -> list[bool]:
+    def poll(self, flags: Sequence[float]) -> list[float]:
         if self.world == 1:
-            return [bool(f) for f in flags]
+            return [float(f) for f in flags]
         previous = self.close()
         tensor = torch.tensor([float(f) for f in flags])
         self.pending = (dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group, async_op=True), tensor)
         return previous
 
-    def settle(self, flags: Sequence[bool]) -> list[bool]:
+    def settle(self, flags: Sequence[float]) -> list[float]:
         if self.world == 1:
-            return [bool(f) for f in flags]
+            return [float(f) for f in flags]
         self.close()
         tensor = torch.tensor([float(f) for f in flags])
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
-        return [bool(v) for v in tensor.tolist()]
+        return tensor.tolist()
 
-    def close(self) -> list[bool]:
-        """Wait for the poll in flight (if any) and return its result (all False without one)."""
+    def close(self) -> list[float]:
+        """Wait for the poll in flight (if any) and return its result (all 0 without one)."""
         if self.pending is None:
-            return [False] * self.n
+            return [0.0] * self.n
         work, tensor = self.pending
         self.pending = None
         work.wait()
-        return [bool(v) for v in tensor.tolist()]
+        return tensor.tolist()

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,20 +68,42 @@ LOSS_COLUMNS = METRIC_COLUMNS[3:7]
 # --------------------------------------------------------------------------------------------
 
 
-def create_run_dir(run_dir: Path | str, cfg: Config, lock: RunLock | None = None) -> Path:
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, SUMMARY)  # any of them: the folder holds a run
+
+
+def create_run_dir(run_dir: Path | str, cfg: Config, lock: RunLock | None = None, resume: bool = False) -> Path:
     """Make ``run_dir`` (taking ``lock`` on it first, when given) and write run.json and config.yaml into it. A
-    run being resumed keeps its run.json (which says what wrote it) after its format is checked; one from before
-    run.json existed gets one."""
+    new run never takes over a folder that holds a run (ValueError naming it); a run being resumed keeps its
+    run.json (which says what wrote it) after its format is checked; one from before run.json existed gets one.
+    A folder that cannot be made or written is one line (ValueError) naming the path, before any training."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the run directory {run_dir}: {e.strerror or e} "
+                         f"({e.filename or run_dir}); choose another train.out_dir or train.name") from None
     if lock is not None:
-        lock.acquire()
+        try:
+            lock.acquire()
+        except PermissionError as e:
+            raise ValueError(f"cannot write in the run directory {run_dir}: {e.strerror}") from None
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found and not resume:
+        raise ValueError(f"{run_dir} already holds a run ({', '.join(found)}): resume it with `vicreg train --resume "
+                         f"{run_dir}`, or choose another train.name (a new run never overwrites one)")
+    try:
+        _write_run_files(run_dir, cfg)
+    except OSError as e:
+        raise ValueError(f"cannot write in the run directory {run_dir}: {e.strerror or e}") from None
+    return run_dir
+
+
+def _write_run_files(run_dir: Path, cfg: Config) -> None:
     if (run_dir / FORMAT).exists():
         run_format(run_dir)
     else:
         write_json(run_dir / FORMAT, {"format": RUN_FORMAT, "vicreg": __version__})
     save_yaml(cfg, run_dir / CONFIG)
-    return run_dir
 
 
 def run_format(run_dir: Path | str) -> int:
@@ -191,10 +214,23 @@ def read_summary(run_dir: Path | str) -> dict:
 
 def write_json(path: Path | str, obj: Any) -> None:
     """JSON to a temporary file, then renamed over ``path``: readers never see half a file."""
-    path = Path(path)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, flush it to disk and rename it over ``path``: readers and
+    a crash never see half a file. When writing fails (a full disk, no permission) the temporary file is
+    removed and an OSError names ``path``, in one line."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [""])[0][:200]
+        raise OSError(f"could not write {path}: {reason} (nothing was left half-written)") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,13 +239,9 @@ def write_json(path: Path | str, obj: Any) -> None:
 
 
 def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``: a crash never leaves a
-    half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save through :func:`atomic_write`: a crash never leaves a half-written checkpoint, a full disk
+    no temporary file."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class RunLock:
@@ -273,7 +305,17 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
         path = path / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain values
+        raise ValueError(f"refused {path}: it holds objects other than tensors and plain values, which could run "
+                         f"code when loaded (torch.load with weights_only=True refused it)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a vicreg checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
 
 
 def rng_state(augment_generator: torch.Generator) -> dict:
@@ -314,30 +356,46 @@ def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimize
 
 
 def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> None:
-    """Rewrite the CSV at ``path`` keeping the rows with step <= until_step; create it with ``header`` if
-    it does not exist and a header is given."""
+    """Rewrite the CSV at ``path`` (atomically) keeping the whole rows with step <= until_step; create it with
+    ``header`` if it does not exist and a header is given. A row cut short by a kill is dropped."""
     rows: list[list[str]] = []
     if path.exists():
         with open(path, newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None) or header
-            rows = [r for r in reader if int(r[0]) <= until_step]
+            rows = [r for r in reader if header and len(r) == len(header) and _step_at_most(r[0], until_step)]
     if header is None:
         return
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def _step_at_most(text: str, until_step: int) -> bool:
+    try:
+        return int(text) <= until_step
+    except ValueError:
+        return False
 
 
 def _keep_jsonl(path: Path, until_step: int) -> None:
-    """Rewrite the JSON-lines file at ``path`` keeping the records with step <= until_step."""
+    """Rewrite the JSON-lines file at ``path`` (atomically) keeping the records with step <= until_step; a line
+    cut short by a kill is dropped."""
     if not path.exists():
         return
-    with open(path) as f:
-        records = [line for line in f if line.strip() and json.loads(line)["step"] <= until_step]
-    with open(path, "w") as f:
-        f.writelines(records)
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            if line.strip() and json.loads(line)["step"] <= until_step:
+                records.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write(path, lambda tmp: tmp.write_text("".join(records)))
 
 
 def trim_to_step(run_dir: Path, step: int) -> None:
@@ -369,10 +427,16 @@ class MetricsWriter:
     CPU every flush writes at once.
     """
 
-    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True, divergence_factor: float = 0.0):
         self.path, self.knn_path = run_dir / METRICS, run_dir / KNN
         self.diagnostics_path = run_dir / DIAGNOSTICS
         trim_to_step(run_dir, keep_until_step)
+        self.divergence_factor = divergence_factor
+        kept = _read_csv(self.path)
+        self.lowest = (float("inf"), 0)  # (the lowest loss written so far, its step): the blow-up check's base
+        if len(kept["loss"]):
+            i = int(np.argmin(kept["loss"]))
+            self.lowest = (float(kept["loss"][i]), int(kept["step"][i]))
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []
         self.queued: list[tuple] = []  # windows on their way to the host: (rows, host tensor, event, ips)
         self.tb = None
@@ -419,10 +483,7 @@ class MetricsWriter:
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
             for (step, epoch, lr), v in zip(rows, values):
-                if not all(math.isfinite(x) for x in v):
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step} (loss, invariance, variance, covariance = "
-                        f"{v}); the last checkpoint is intact. Lower optim.lr or check the data for NaN")
+                self._check(step, v)
                 w.writerow([step, epoch, f"{lr:.6g}", *(f"{x:.6g}" for x in v), f"{images_per_s:.1f}"])
                 if self.tb is not None:
                     for name, x in zip(LOSS_COLUMNS, v):
@@ -431,6 +492,20 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.add_scalar("images_per_s", images_per_s, rows[-1][0])
         return values[-1]
+
+    def _check(self, step: int, v: list[float]) -> None:
+        """Raise FloatingPointError on a non-finite loss, or one above divergence_factor x the lowest so far."""
+        if not all(math.isfinite(x) for x in v):
+            raise FloatingPointError(f"the loss became non-finite at step {step} (loss, invariance, variance, "
+                                     f"covariance = {v}). Lower optim.lr or check the data for NaN")
+        lowest, at = self.lowest
+        if self.divergence_factor and 0 < lowest < v[0] / self.divergence_factor:
+            raise FloatingPointError(f"the loss blew up at step {step}: {v[0]:.4g}, over train.divergence_factor="
+                                     f"{self.divergence_factor:g} x the lowest so far ({lowest:.4g} at step {at}). "
+                                     f"Lower optim.lr or lengthen optim.warmup_epochs (train.divergence_factor=0 "
+                                     f"turns this check off)")
+        if v[0] < lowest:
+            self.lowest = (v[0], step)
 
     def knn(self, step: int, epoch: float, train_seconds: float, acc: dict[int, float]) -> None:
         new = not self.knn_path.exists()

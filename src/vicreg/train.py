@@ -50,8 +50,8 @@ from .errors import FollowedRank0, JobStopped
 from .evaluate import extract_outputs, knn_accuracy, raw_pixel_features
 from .models import VICReg, build_model
 from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
-from .rundir import SUMMARY as SUMMARY_FILE
 from .rundir import (
+    CHECKPOINT,
     MetricsWriter,
     RunLock,
     RunLog,
@@ -61,6 +61,7 @@ from .rundir import (
     save_checkpoint,
     write_json,
 )
+from .rundir import SUMMARY as SUMMARY_FILE
 from .schedule import warmup_cosine
 from .step import Step, compiles_update, per_view_batchnorm, resolve_compile
 
@@ -177,7 +178,7 @@ def _batches(cfg: Config, dataset: ImageDataset, device: torch.device, log, dist
 
 
 def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist = Dist(),
-           lock: RunLock | None = None) -> Session:
+           lock: RunLock | None = None, resume: bool = False) -> Session:
     """Device, run directory and seeds; data on the device; model, augmentation, optimiser and the step.
     In a data-parallel job only rank 0 writes the run directory (holding ``lock`` on it) and logs."""
     device = resolve_device(cfg.train.device)  # a bad device stops here, before the run directory exists
@@ -186,7 +187,7 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist =
     problem = None
     if dist.main:
         try:
-            create_run_dir(run_dir, cfg, lock)
+            create_run_dir(run_dir, cfg, lock, resume)
         except (RuntimeError, ValueError, OSError) as e:
             problem = str(e)
     problem = broadcast_object(problem)  # every rank stops with rank 0's one line
@@ -287,10 +288,19 @@ def _describe(s: Session) -> str:
 
 
 def restore(s: Session) -> Progress:
-    """Weights, optimiser, step, RNG states, the last k-NN and the training seconds from checkpoint.pt."""
+    """Weights, optimiser, step, RNG states, the last k-NN and the training seconds from checkpoint.pt; a run
+    stopped before its first checkpoint starts again from step 0 (as it started, so it ends the same)."""
+    if not (s.run_dir / CHECKPOINT).exists():
+        s.log(f"{s.run_dir} has no checkpoint yet (it stopped before its first): starting it again from step 0")
+        return Progress()
     ckpt = load_checkpoint(s.run_dir, map_location=s.device)
-    s.model.load_state_dict(ckpt["model"])
-    load_optimizer_state(s.optimizer, ckpt["optimizer"])
+    try:
+        s.model.load_state_dict(ckpt["model"])
+        load_optimizer_state(s.optimizer, ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise ValueError(f"{s.run_dir / CHECKPOINT} does not fit this run's model and optimiser ({first}); "
+                         f"was it copied from another run?") from None
     ranks = ckpt["rng"].get("ranks", [ckpt["rng"]])
     if len(ranks) != s.dist.world:
         raise ConfigError(f"{s.run_dir} was trained by {len(ranks)} process(es): resume it with as many "
@@ -340,7 +350,9 @@ class Meter:
         self.batch_size = s.cfg.train.batch_size  # global: images/s are the job's
         self.world = s.dist.world
         self.failure: FloatingPointError | None = None  # rank 0's non-finite loss in a job (see Stop.agree)
-        self.metrics = MetricsWriter(s.run_dir, keep_until_step=p.step) if s.dist.main else NullMetrics()
+        factor = s.cfg.train.divergence_factor
+        self.metrics = (MetricsWriter(s.run_dir, keep_until_step=p.step, divergence_factor=factor) if s.dist.main
+                        else NullMetrics())
         self.bar = tqdm(total=s.total_steps, initial=p.step, unit="step", dynamic_ncols=True,
                         disable=None if s.cfg.train.progress and s.dist.main else True)
         self.clock = TrainClock(s.device)
@@ -405,39 +417,55 @@ class NullMetrics:
 
 
 class Stop:
-    """Whether to stop after this step. A first Ctrl-C (SIGINT) or SIGTERM (Slurm, ``kill``, torchrun stopping
-    the job) sets ``requested``: the loop finishes the step, saves a checkpoint and prints the resume command.
-    A second signal aborts at once. ``now`` is what the loop acts on: the request itself in one process; in a
-    data-parallel job the request of any process, agreed by a :class:`Vote` after every step (one step late,
-    without a wait) and at epoch ends, so every process stops after the same step. A non-finite loss found by
-    rank 0 stops them all the same way."""
+    """What every process of a job agrees on after each step: whether to stop, to fail, or to save.
 
-    def __init__(self, d: Dist):
-        self.requested, self.signal, self.now = False, "", False
-        self.vote = Vote(d, 2)
+    A Ctrl-C (SIGINT) or SIGTERM (Slurm, ``kill``, torchrun stopping the job) sets ``requested``: the loop
+    finishes the step, saves a checkpoint and prints the resume command. A second Ctrl-C aborts at once;
+    a repeated SIGTERM does not (Slurm and torchrun may both send one; the launcher's SIGKILL follows
+    anyway). A checkpoint falls due ``minutes`` after the last one (rank 0's clock). ``now`` (stop) and
+    ``save_due`` are what the loop acts on: in one process at once; in a data-parallel job as agreed by a
+    :class:`Vote` after every step (one step late, without a wait) and at epoch ends, so every process acts
+    after the same step. A failure rank 0 found (a non-finite or blown-up loss) is raised on every process."""
+
+    def __init__(self, d: Dist, minutes: float = 0.0):
+        self.requested, self.signal, self.now, self.save_due = False, "", False, False
+        self.vote = Vote(d, 3)
+        self.main, self.minutes = d.main, minutes
+        self.last_save = time.perf_counter()
+        self.saves_asked = self.saves_done = self._agreed = 0  # time-due checkpoints, counted (the vote takes max)
 
     def agree(self, failure: FloatingPointError | None, wait: bool = False) -> bool:
-        """Agree on the stop request and on a failure (raised on every process); wait: on the flags of now."""
-        flags = (self.requested, failure is not None)
-        requested, failed = self.vote.settle(flags) if wait else self.vote.poll(flags)
+        """Agree on the stop request, a failure and a due checkpoint; wait: on the flags of now. Returns ``now``."""
+        if self.main and self.minutes and time.perf_counter() - self.last_save >= 60 * self.minutes:
+            self.saves_asked = self.saves_done + 1
+        flags = (self.requested, failure is not None, self.saves_asked)
+        requested, failed, asked = self.vote.settle(flags) if wait else self.vote.poll(flags)
         if failed:
-            raise failure or FollowedRank0("stopped with rank 0, which found a non-finite loss")
-        self.now = requested
-        return requested
+            raise failure or FollowedRank0("stopped with rank 0, which found a failing loss")
+        self.now, self._agreed = bool(requested), int(asked)
+        self.save_due = self._agreed > self.saves_done
+        return self.now
+
+    def saved(self) -> None:
+        """A checkpoint was written: the next one falls due ``minutes`` from now."""
+        self.saves_done, self.save_due, self.last_save = max(self.saves_done, self._agreed), False, time.perf_counter()
 
     def handler(self, signum: int, frame) -> None:
         if self.requested:
-            if signum == signal.SIGTERM:
-                raise JobStopped(f"terminated (SIGTERM) while stopping after a {self.signal}")
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return  # a repeated SIGTERM: already stopping
         self.requested, self.signal = True, signal.Signals(signum).name
+
+    def reason(self) -> str:
+        return self.signal or "a stop request from another process"
 
 
 @contextmanager
-def stop_on_signals(d: Dist):
+def stop_on_signals(d: Dist, minutes: float = 0.0):
     """A :class:`Stop` whose handler catches SIGINT and SIGTERM while the loop runs (not outside the main
     thread, where signals keep their default behaviour)."""
-    stop = Stop(d)
+    stop = Stop(d, minutes)
     try:
         previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not in the main thread
@@ -478,6 +506,10 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: Stop, on_step: Call
             on_step(p.step)
         if stop.agree(meter.failure) and p.step % s.steps_per_epoch != 0:
             return False
+        if stop.save_due and p.step % s.steps_per_epoch != 0:  # at an epoch's end, end_of_epoch saves
+            meter.clock.pause()
+            save(s, p, meter, stop)
+            meter.clock.start()
     return True
 
 
@@ -548,13 +580,25 @@ def _cpu(state):
     return [t.cpu() for t in state] if isinstance(state, list) else state.cpu()
 
 
-def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int) -> None:
-    """What train.* asks for after ``epoch_done`` epochs (the last one does everything), off the clock."""
+def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int, stop: Stop) -> None:
+    """What train.* asks for after ``epoch_done`` epochs (the last one does everything), off the clock. A
+    checkpoint after the first epoch, every train.checkpoint_every epochs, the last, and when one is due by
+    time (train.checkpoint_minutes)."""
     t = s.cfg.train
     last = epoch_done == t.epochs
     _measure(s, p, meter, epoch_done, last)  # every process extracts its share, rank 0 measures
-    if last or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
+    if last or epoch_done == 1 or stop.save_due or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
         checkpoint(s, p, meter.clock.seconds())
+        stop.saved()
+
+
+def save(s: Session, p: Progress, meter: Meter, stop: Stop) -> None:
+    """A checkpoint between epochs (due by time, or a stop): the steps' metrics are written and checked first,
+    so a failing loss is raised before anything is saved over the last checkpoint."""
+    meter.flush(p, wait=True)
+    stop.agree(meter.failure, wait=True)
+    checkpoint(s, p, meter.clock.seconds())
+    stop.saved()
 
 
 def _measure(s: Session, p: Progress, meter: Meter, epoch_done: int, last: bool) -> None:
@@ -632,7 +676,7 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
     path = Path(broadcast_object(str(run_dir if run_dir is not None else default_run_dir(cfg))))
     lock = RunLock(path)
     try:
-        s = set_up(cfg, path, echo or tqdm.write, dist, lock)
+        s = set_up(cfg, path, echo or tqdm.write, dist, lock, resume)
         p = restore(s) if resume else Progress()
         s.log(_describe(s))
         return _run(s, p, on_step)
@@ -661,7 +705,7 @@ def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
     first = (str(e).strip().splitlines() or [""])[0][:200]
     try:
         where = f"the last checkpoint (step {load_checkpoint(run_dir)['step']}) is intact"
-    except (OSError, RuntimeError, KeyError):
+    except (OSError, ValueError, KeyError):
         where = "no checkpoint was written yet"
     cause = "" if isinstance(e, JobStopped) else "; another process probably died, see its log"
     return (f"rank {dist.rank}: the job stopped ({type(e).__name__}: {first}){cause}. In {run_dir} {where}; "
@@ -669,28 +713,41 @@ def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
 
 
 def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunResult:
-    """The epochs, until the end or a stop request; then the result (see :func:`finish`)."""
+    """The epochs, until the end or a stop request; then the result (see :func:`finish`). A failing loss
+    (non-finite, blown up) is raised with what was saved, and written to the run's log."""
     meter = Meter(s, p)
     start_step = p.step
     s.model.train()
     meter.clock.start()
     try:
-        with stop_on_signals(s.dist) as stop:
+        with stop_on_signals(s.dist, s.cfg.train.checkpoint_minutes) as stop:
             while p.step < s.total_steps and not stop.agree(meter.failure, wait=True):
                 if train_epoch(s, p, meter, stop, on_step):
                     meter.clock.pause()
                     meter.flush(p, wait=True)
-                    stop.agree(meter.failure, wait=True)  # a non-finite loss stops every process before the checkpoint
-                    end_of_epoch(s, p, meter, p.step // s.steps_per_epoch)
+                    stop.agree(meter.failure, wait=True)  # a failing loss stops every process before the checkpoint
+                    end_of_epoch(s, p, meter, p.step // s.steps_per_epoch, stop)
                     meter.restart_window(p.step)  # evaluation time is not training time
                     meter.clock.start()
             meter.clock.pause()
             if stop.now and p.step < s.total_steps:
-                meter.flush(p, wait=True)
-                stop.agree(meter.failure, wait=True)
-                checkpoint(s, p, meter.clock.seconds())
-                s.log(f"stopped ({stop.signal}) at step {p.step}: checkpoint saved; resume with: {_resume_command(s)}")
+                save(s, p, meter, stop)
+                s.log(f"stopped ({stop.reason()}) at step {p.step}: checkpoint saved; resume with: "
+                      f"{_resume_command(s)}")
             stop.vote.close()
+    except FloatingPointError as e:
+        message = f"{e}. {_saved(s)}"
+        s.log(f"error: {message}")
+        raise FloatingPointError(message) from None
     finally:
         meter.close()
     return finish(s, p, meter, start_step)
+
+
+def _saved(s: Session) -> str:
+    """What a stopped run can resume from, in words (never a claim about a checkpoint that is not there)."""
+    try:
+        step = load_checkpoint(s.run_dir)["step"]
+    except (OSError, ValueError, KeyError):
+        return f"No checkpoint was written yet ({_resume_command(s)} starts the run again from step 0)"
+    return f"The last checkpoint (step {step}), saved before it, is intact: resume with {_resume_command(s)}"

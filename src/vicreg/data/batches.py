@@ -4,6 +4,7 @@ streamed through a DataLoader in the very same order. The order of any epoch dep
 
 from __future__ import annotations
 
+import signal
 from typing import Iterator
 
 import numpy as np
@@ -97,6 +98,14 @@ def _to_device(t: torch.Tensor, device: torch.device, chunk_bytes: int = 1 << 27
     return out
 
 
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """A loader worker ignores SIGINT and SIGTERM: a Ctrl-C reaches the whole process group and torchrun or Slurm
+    signal every process, but it is the training process that stops cleanly (finishing the step, saving); the
+    workers exit with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Batches:
     """An iterable of ``(uint8 images (B, C, H, W), int64 labels (B,))`` batches on ``device``.
 
@@ -139,6 +148,7 @@ class Batches:
             source = split.source if split.source is not None else _TensorSource(split.images, split.labels)
             self._decode = getattr(source, "decode_batch", None)  # files decoded on the device, a batch at a time
             self._loader = DataLoader(source, batch_sampler=self._sampler, num_workers=num_workers,
+                                      worker_init_fn=_leave_signals_to_the_trainer,
                                       collate_fn=getattr(source, "collate", _collate),
                                       pin_memory=self.device.type == "cuda",
                                       persistent_workers=num_workers > 0)
