@@ -103,7 +103,7 @@ def _write_run_files(run_dir: Path, cfg: Config) -> None:
         run_format(run_dir)
     else:
         write_json(run_dir / FORMAT, {"format": RUN_FORMAT, "vicreg": __version__})
-    save_yaml(cfg, run_dir / CONFIG)
+    atomic_write(run_dir / CONFIG, lambda tmp: save_yaml(cfg, tmp))  # a kill never leaves half a config
 
 
 def run_format(run_dir: Path | str) -> int:
