@@ -144,9 +144,54 @@ def test_resume_drops_rows_written_after_the_checkpoint(tmp_path):
 
 
 def test_diverging_run_stops_with_a_clear_error(tmp_path):
-    cfg = tiny(tmp_path, **{"optim.lr": 1e12, "train.epochs": 1, "train.log_every": 1})
-    with pytest.raises(FloatingPointError, match="non-finite at step"):
+    cfg = tiny(tmp_path, **{"optim.lr": 1e12, "train.epochs": 1, "train.log_every": 1, "train.divergence_factor": 0})
+    with pytest.raises(FloatingPointError, match="non-finite at step .* No checkpoint was written yet"):
         train(cfg, run_dir=tmp_path / "nan", echo=lambda m: None)
+
+
+@pytest.mark.parametrize("minutes", [0.0, 1e-9])
+def test_checkpoints_after_the_first_epoch_and_by_time_between_epochs(tmp_path, minutes):
+    cfg = tiny(tmp_path, **{"train.epochs": 3, "train.checkpoint_every": 10, "train.knn_every": 0,
+                            "train.checkpoint_minutes": minutes})
+    run, seen = tmp_path / f"run{minutes}", set()
+
+    def look(step):
+        if (run / "checkpoint.pt").exists():
+            seen.add(load_checkpoint(run)["step"])
+
+    train(cfg, run_dir=run, on_step=look, echo=lambda m: None)
+    if minutes == 0:
+        assert seen == {21}  # the first epoch's, though checkpoint_every is 10 (and the last, after the hook)
+    else:  # due after every step: saved after the step that follows (one poll late in a job; here at once)
+        assert seen == set(range(1, 63))
+
+
+@pytest.mark.parametrize("from_step,saved", [(25, 21), (5, None)])
+def test_a_loss_blow_up_stops_the_run_before_the_next_checkpoint_and_says_so_in_the_log(tmp_path, monkeypatch,
+                                                                                         from_step, saved):
+    import vicreg.train as train_module
+
+    real, calls = train_module.Step.__call__, [0]
+
+    def blowing_up(self, *args, **kwargs):  # the loss, as logged, jumps 10x from `from_step` on
+        calls[0] += 1
+        terms = real(self, *args, **kwargs)
+        return terms * 10 if calls[0] >= from_step else terms
+
+    monkeypatch.setattr(train_module.Step, "__call__", blowing_up)
+    cfg = tiny(tmp_path, **{"train.checkpoint_every": 1, "train.knn_every": 0})
+    with pytest.raises(FloatingPointError, match=f"the loss blew up at step {from_step}: ") as e:
+        train(cfg, run_dir=tmp_path / "run", echo=lambda m: None)
+    run = tmp_path / "run"
+    if saved:
+        assert f"The last checkpoint (step {saved}), saved before it, is intact: resume with vicreg train " \
+               f"--resume {run}" in str(e.value)
+        assert load_checkpoint(run)["step"] == saved
+    else:
+        assert "No checkpoint was written yet (vicreg train --resume" in str(e.value)
+        assert not (run / "checkpoint.pt").exists()
+    assert f"error: {e.value}" in (run / "log.txt").read_text()
+    assert max(int(r["step"]) for r in rows(run / "metrics.csv")) == from_step - 1
 
 
 @pytest.mark.slow
