@@ -407,6 +407,64 @@ def test_folder_streamed_when_too_big(tmp_path, monkeypatch):
         Batches(ds.train, 4, CPU, shuffle=False, drop_last=False, placement="device", log=quiet)
 
 
+def _spoil(root: Path) -> tuple[str, str]:
+    """A text file named .jpg (its header fails) and a PNG cut in half (its header reads, its pixels fail)."""
+    text = root / "cat" / "0.png"
+    text.write_text("not an image at all")
+    png = root / "dog" / "1.PNG"
+    stripes().resize((64, 64)).save(png)  # big enough that half of it lacks pixel data
+    png.write_bytes(png.read_bytes()[: len(png.read_bytes()) // 2])
+    return str(text), str(png)
+
+
+def test_a_folder_with_bad_files_lists_them_or_trains_without_them(tmp_path):
+    make_folder(tmp_path, {"cat": 4, "dog": 4})
+    text, png = _spoil(tmp_path)
+    with pytest.raises(ValueError, match=r"image folder .*: 2 file\(s\) cannot be decoded: .*(0.png|1.PNG).*; fix or "
+                                         r"remove them, or set --data.skip_bad_images true") as e:
+        load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8), log=quiet)
+    assert text in str(e.value) and "\n" not in str(e.value)
+    lines = []
+    ds = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8, skip_bad_images=True),
+                      log=lines.append)
+    assert len(ds.train) + len(ds.test) == 6
+    assert any("leaving out 2 file(s) that cannot be decoded" in line and text in line for line in lines)
+
+
+def test_a_streamed_folder_names_a_bad_file_in_one_line_or_goes_on(tmp_path, monkeypatch):
+    make_folder(tmp_path, {"cat": 4, "dog": 4})
+    _, png = _spoil(tmp_path)
+    (tmp_path / "cat" / "0.png").unlink()
+    monkeypatch.setattr(folder_loader, "FOLDER_IN_MEMORY_LIMIT", 100)
+    ds = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8, test_fraction=0.5), log=quiet)
+    split = ds.train if png in ds.train.source.paths else ds.test
+    b = Batches(split, 4, CPU, shuffle=False, drop_last=False, num_workers=0, log=quiet)
+    with pytest.raises(ValueError, match=f"cannot decode {png} \\(") as e:
+        list(b.epoch(0))
+    assert "\n" not in str(e.value)
+    ds = load_dataset(cfg(dataset="folder", data_dir=str(tmp_path), image_size=8, test_fraction=0.5,
+                          skip_bad_images=True), log=quiet)
+    split = ds.train if png in ds.train.source.paths else ds.test
+    got = list(Batches(split, 4, CPU, shuffle=False, drop_last=False, num_workers=0, log=quiet).epoch(0))
+    assert sum(len(x) for x, _ in got) == len(split)  # the next file stands in: the batches keep their size
+
+
+def test_an_error_in_a_loader_worker_comes_back_as_its_own_line():
+    from vicreg.data.batches import _one_line_errors
+
+    class Worker:  # how torch's DataLoader re-raises what a worker raised: the worker's traceback in the message
+        def __iter__(self):
+            yield 1
+            raise ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                             "call last):\n  File \"x.py\", line 1\nValueError: cannot decode a.png (OSError: bad)")
+
+    got = _one_line_errors(Worker())
+    assert next(got) == 1
+    with pytest.raises(ValueError) as e:
+        next(got)
+    assert str(e.value) == "cannot decode a.png (OSError: bad)"
+
+
 @pytest.mark.parametrize("grey", [False, True])
 def test_jpeg_folder_decoded_on_the_device_a_batch_at_a_time(tmp_path, monkeypatch, grey):
     rng = np.random.default_rng(0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import yaml
 
 from . import __version__
 from .config import (
+    DEVICE_PATTERN,
     ConfigError,
     PredictorConfig,
     build_config,
@@ -45,8 +47,47 @@ RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.
                       "data.num_workers"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``vicreg: error: ...``), like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"vicreg: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= low."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not valid: expected an integer >= {low}")
+        return value
+
+    return integer
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not valid: expected a number > 0")
+    return value
+
+
+def _device(text: str) -> str:
+    if re.fullmatch(DEVICE_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected auto, cpu, cuda, cuda:N (N a GPU index) "
+                                         f"or mps")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vicreg", description="VICReg self-supervised representation learning.")
+    p = _Parser(prog="vicreg", description="VICReg self-supervised representation learning.")
     p.add_argument("--version", action="version", version=f"vicreg {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in (("train", "train a model (no arguments: the offline demo)"),
@@ -71,11 +112,12 @@ def _add_run_commands(sub) -> None:
                         "embedding and expander output of a run's checkpoint, and on raw pixels; prints a table "
                         "and writes RUN_DIR/eval.json.")
     ev.add_argument("run_dir", metavar="RUN_DIR")
-    ev.add_argument("--k", type=int, nargs="+", default=[20, 200], help="k values of the k-NN (default 20 200)")
-    ev.add_argument("--temperature", type=float, default=0.1, help="k-NN vote temperature (default 0.1)")
-    ev.add_argument("--probe-epochs", type=int, default=30, help="epochs of the linear probe (default 30)")
+    ev.add_argument("--k", type=_at_least(1), nargs="+", default=[20, 200],
+                    help="k values of the k-NN (default 20 200)")
+    ev.add_argument("--temperature", type=_positive, default=0.1, help="k-NN vote temperature (default 0.1)")
+    ev.add_argument("--probe-epochs", type=_at_least(1), default=30, help="epochs of the linear probe (default 30)")
     ev.add_argument("--no-raw-pixels", action="store_true", help="skip the raw-pixel baseline")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    ev.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
     pl = sub.add_parser("plot", help="pictures of a trained run",
                         description="Loss curves, k-NN over training, singular-value spectrum and per-dimension "
@@ -83,10 +125,10 @@ def _add_run_commands(sub) -> None:
                         "t-SNE) as PNG (and SVG for line plots) in RUN_DIR/plots.")
     pl.add_argument("run_dir", metavar="RUN_DIR")
     pl.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/plots)")
-    pl.add_argument("--window", type=int, default=200, help="batches per averaging window of the loss curves")
-    pl.add_argument("--tsne-points", type=int, default=10_000, help="test points in the t-SNE (default 10000)")
+    pl.add_argument("--window", type=_at_least(1), default=200, help="batches per averaging window of the loss curves")
+    pl.add_argument("--tsne-points", type=_at_least(2), default=10_000, help="test points in the t-SNE (default 10000)")
     pl.add_argument("--no-svg", action="store_true", help="PNG only")
-    pl.add_argument("--device", default="auto", help="device that embeds the test split (default auto)")
+    pl.add_argument("--device", type=_device, default="auto", help="device that embeds the test split (default auto)")
 
     em = sub.add_parser("embed", help="export representations, embeddings and labels",
                         description="Embed every image of a split with a run's checkpoint and write the "
@@ -94,7 +136,7 @@ def _add_run_commands(sub) -> None:
     em.add_argument("run_dir", metavar="RUN_DIR")
     em.add_argument("--split", default="test", choices=["train", "test"])
     em.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.npz or FILE.parquet")
-    em.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    em.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
 
 def _add_world_model_commands(sub) -> None:
@@ -107,7 +149,7 @@ def _add_world_model_commands(sub) -> None:
                         + ", ".join(f"{k}={v}" for k, v in config_to_dict(PredictorConfig()).items())
                         + ". Writes RUN_DIR/predictor/, replacing the predictor trained before.")
     tp.add_argument("run_dir", metavar="RUN_DIR")
-    tp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    tp.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
     ep = sub.add_parser("eval-predictor", help="roll-out errors, probes and pictures of a trained predictor",
                         description="Autoregressive roll-out error of the predicted embedding at each horizon "
                         "against 'next = last' and linear extrapolation; linear-probe R^2 of positions, "
@@ -115,9 +157,10 @@ def _add_world_model_commands(sub) -> None:
                         "beside the training frames nearest to the predictions. Writes RUN_DIR/predictor/eval.json "
                         "and pictures.")
     ep.add_argument("run_dir", metavar="RUN_DIR")
-    ep.add_argument("--horizons", type=int, nargs="+", default=[1, 2, 4, 8], help="roll-out horizons (default 1 2 4 8)")
-    ep.add_argument("--sequences", type=int, default=4, help="test sequences in the picture (default 4)")
-    ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    ep.add_argument("--horizons", type=_at_least(1), nargs="+", default=[1, 2, 4, 8],
+                    help="roll-out horizons (default 1 2 4 8)")
+    ep.add_argument("--sequences", type=_at_least(1), default=4, help="test sequences in the picture (default 4)")
+    ep.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
 
 def _add_experiment_command(sub) -> None:
@@ -135,8 +178,8 @@ def _add_experiment_command(sub) -> None:
     ex.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
                     help="sweep values of a config field (sweep only; repeat for a product)")
     ex.add_argument("--out", default="runs/experiments", metavar="DIR", help="parent folder (default runs/experiments)")
-    ex.add_argument("--window", type=int, default=200, help="batches per averaging window of the loss curves")
-    ex.add_argument("--probe-epochs", type=int, default=30, help="epochs of each linear probe (default 30)")
+    ex.add_argument("--window", type=_at_least(1), default=200, help="batches per averaging window of the loss curves")
+    ex.add_argument("--probe-epochs", type=_at_least(1), default=30, help="epochs of each linear probe (default 30)")
     ex.add_argument("--force", action="store_true", help="retrain runs that already finished")
 
 

@@ -129,6 +129,8 @@ class DataConfig:
     decode: Literal["auto", "workers", "device"] = "auto"  # a streamed image folder: decode in the DataLoader's
     #   workers (PIL), or read the files there and decode each batch on the training device (torchvision's
     #   decode_jpeg, JPEG only); auto: on the device when CUDA is available and every file is a JPEG
+    skip_bad_images: bool = False  # an image folder with files that cannot be decoded: train without them (true),
+    #   or stop with the list of them (false)
     test_fraction: float = 0.25  # held-out fraction where a dataset has no test split (digits, folder)
     split_seed: int = 0  # seed of that stratified split
     limit_train: int | None = None  # use only the first N training images (quick runs)
@@ -510,6 +512,9 @@ def _check_view(v: ViewAugment, prefix: str) -> None:
     _check(0.0 <= v.hue <= 0.5, f"{prefix}.hue", v.hue, "must be in [0, 0.5]")
 
 
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # what train.device and the commands' --device accept
+
+
 def validate(cfg: Config) -> None:
     """Range checks of a typed Config; raises ConfigError naming the first bad value."""
     _check(cfg.augment.recipe in RECIPES or cfg.augment.recipe == "custom", "augment.recipe", cfg.augment.recipe,
@@ -581,7 +586,7 @@ def validate(cfg: Config) -> None:
 def _validate_train(t: TrainConfig) -> None:
     _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _check(t.batch_size >= 2, "train.batch_size", t.batch_size, "must be >= 2 (the variance needs two samples)")
-    _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+    _check(re.fullmatch(DEVICE_PATTERN, t.device) is not None,
            "train.device", t.device, "expected auto, cpu, cuda, cuda:N (N a GPU index) or mps")
     _check(t.knn_every >= 0, "train.knn_every", t.knn_every, "must be >= 0")
     _check(len(t.knn_k) >= 1 and all(k >= 1 for k in t.knn_k), "train.knn_k", t.knn_k, "need positive k values")

@@ -90,8 +90,12 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
     ks = sorted(set(int(k) for k in ks))
     if bank.shape[0] == 0:
         raise ValueError("knn_accuracy needs labelled training features, got none")
+    if ks[0] < 1 or ks[-1] > bank.shape[0]:
+        bad = ks[0] if ks[0] < 1 else ks[-1]
+        raise ValueError(f"k={bad} is not valid for a k-NN bank of {bank.shape[0]} labelled images: choose k in "
+                         f"1..{bank.shape[0]}")
     num_classes = int(bank_labels.max()) + 1
-    k_max = min(ks[-1], bank.shape[0])
+    k_max = ks[-1]
     correct = {k: 0 for k in ks}
     for start in range(0, test_features.shape[0], chunk):
         q = F.normalize(test_features[start:start + chunk].float(), dim=1)  # (B, D)

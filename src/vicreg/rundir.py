@@ -38,7 +38,8 @@ from .config import Config, config_from_dict, config_to_dict, save_yaml
 
 __all__ = ["RUN_FORMAT", "create_run_dir", "run_format", "read_config", "read_config_dict", "same_config",
            "is_finished", "read_metrics", "read_knn", "read_diagnostics", "read_summary", "write_json",
-           "atomic_save", "load_checkpoint", "save_checkpoint", "trim_to_step", "MetricsWriter", "RunLog"]
+           "atomic_save", "atomic_write", "check_writable", "load_checkpoint", "save_checkpoint", "trim_to_step",
+           "MetricsWriter", "RunLog"]
 
 RUN_FORMAT = 1  # bump when a file's meaning changes; read_config (so loading, resuming, evaluating a run),
 #                 create_run_dir and plot_run refuse runs of a newer format
@@ -215,6 +216,17 @@ def read_summary(run_dir: Path | str) -> dict:
 def write_json(path: Path | str, obj: Any) -> None:
     """JSON to a temporary file, then renamed over ``path``: readers never see half a file."""
     atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ValueError (one line, naming the folder) unless a file can be written in ``folder``: said before a
+    long computation whose result goes there, not after it."""
+    probe = Path(folder) / f".vicreg-write-check-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write in {folder}: {e.strerror or e}") from None
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:

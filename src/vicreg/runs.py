@@ -31,7 +31,7 @@ from .evaluate import (
     raw_pixel_features,
 )
 from .models import VICReg, build_model
-from .rundir import EVAL, load_checkpoint, read_config, write_json
+from .rundir import CHECKPOINT, EVAL, check_writable, load_checkpoint, read_config, write_json
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "embed_run", "save_embeddings", "format_eval_table"]
 
@@ -81,7 +81,12 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     # weights come from the checkpoint: never download pretrained ones here
     model = build_model(replace(cfg.model, pretrained=False), dataset.channels, [0.0] * dataset.channels,
                         [1.0] * dataset.channels)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.yaml'} ({first}); was "
+                         f"it copied from another run?") from None
     model.to(dev).eval()
     channels_last = cfg.model.channels_last and dev.type == "cuda"
     if channels_last:
@@ -102,7 +107,13 @@ def evaluate_run(run_dir: LoadedRun | Path | str, device: str = "auto", ks: tupl
     pixels as a baseline, and the collapse diagnostics of the test embeddings. Writes run_dir/eval.json and
     returns what it wrote."""
     t0 = time.perf_counter()
+    if not isinstance(run_dir, LoadedRun):
+        check_writable(Path(run_dir))  # before the evaluation, not after it
     run = _as_run(run_dir, device, log)
+    bank = int((run.dataset.train_labeled.labels >= 0).sum())
+    if min(ks) < 1 or max(ks) > bank:
+        raise ValueError(f"k={min(ks) if min(ks) < 1 else max(ks)} is not valid: the k-NN bank of {run.dataset.name} "
+                         f"holds {bank} labelled images, so k must be in 1..{bank}")
     levels = [lv for lv in levels if lv != "embedding" or run.has_head]  # no head: embedding is the representation
     t = time.perf_counter()
     train_out, train_y = run.outputs("train", levels, labelled_only=True)

@@ -221,6 +221,10 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist =
     labelled = bool((dataset.train_labeled.labels >= 0).any()) and bool((dataset.test.labels >= 0).any())
     if not labelled:
         log(f"{dataset.name} has no class labels: no k-NN evaluation (collapse diagnostics still run)")
+    bank = int((dataset.train_labeled.labels >= 0).sum())
+    if labelled and max(cfg.train.knn_k) > bank:
+        raise ConfigError(f"train.knn_k={cfg.train.knn_k} is not valid: the k-NN bank holds {bank} labelled "
+                          f"images, so k must be at most {bank}")
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.train.seed + AUGMENT_SEED_STRIDE * dist.rank)  # rank 0: the single-process stream
     cfg = _step_config(cfg, device, dist, log)

@@ -209,6 +209,24 @@ class Batches:
 
     def _streamed(self, epoch: int, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._sampler.epoch, self._sampler.start, self._sampler.stop = epoch, start, stop
-        for images, labels in self._loader:
+        for images, labels in _one_line_errors(self._loader):
             images = self._decode(images, self.device) if self._decode else images.to(self.device, non_blocking=True)
             yield images, labels.to(self.device, non_blocking=True)
+
+
+def _one_line_errors(loader: DataLoader) -> Iterator:
+    """The loader's batches; an error raised in a worker comes back as the worker's own one-line error, not
+    wrapped in the worker's traceback."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except Exception as e:
+            text = str(e)
+            if "in DataLoader worker process" not in text:
+                raise
+            last = text.strip().splitlines()[-1]  # "ValueError: cannot decode ..."
+            raise type(e)(last.split(": ", 1)[-1]) from None
+        yield batch

@@ -4,6 +4,7 @@ or decoded on the fly when they would not fit (``FOLDER_IN_MEMORY_LIMIT``)."""
 from __future__ import annotations
 
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,18 +50,37 @@ def centre_crop_resize(image: torch.Tensor, size: int) -> torch.Tensor:
     return square.mul_(255).round_().to(torch.uint8)
 
 
-class ImageFiles(Dataset):
-    """Images decoded on the fly: item i -> (uint8 (C, size, size) tensor, int label)."""
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)  # what PIL raises on a broken file
 
-    def __init__(self, paths: list[str], labels: list[int], size: int, grey: bool):
+
+def cannot_decode(path: str, e: BaseException) -> ValueError:
+    return ValueError(f"cannot decode {path} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); fix or "
+                      f"remove it, or set --data.skip_bad_images true to train without the files that fail")
+
+
+class ImageFiles(Dataset):
+    """Images decoded on the fly: item i -> (uint8 (C, size, size) tensor, int label). A file that fails to
+    decode raises one line naming it; with ``skip_bad`` the next file of the list stands in for it (the batch
+    keeps its size)."""
+
+    def __init__(self, paths: list[str], labels: list[int], size: int, grey: bool, skip_bad: bool = False):
         self.paths, self.labels, self.size, self.grey = list(paths), list(labels), size, grey
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.ascontiguousarray(decode_image(self.paths[i], self.size, self.grey))), \
-            int(self.labels[i])
+        for j in range(i, i + min(len(self.paths), 100)):
+            path = self.paths[j % len(self.paths)]
+            try:
+                return torch.from_numpy(np.ascontiguousarray(decode_image(path, self.size, self.grey))), \
+                    int(self.labels[j % len(self.paths)])
+            except DECODE_ERRORS as e:
+                if not self.skip_bad:
+                    raise cannot_decode(path, e) from None
+        raise ValueError(f"{len(self.paths) if len(self.paths) < 100 else 100} files in a row from {self.paths[i]} "
+                         f"cannot be decoded: is this an image folder?")
 
 
 class EncodedImages(ImageFiles):
@@ -81,7 +101,19 @@ class EncodedImages(ImageFiles):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         mode = ImageReadMode.GRAY if self.grey else ImageReadMode.RGB
-        images = decode_jpeg([f.cpu() for f in files], mode=mode, device=device)
+        try:
+            images = decode_jpeg([f.cpu() for f in files], mode=mode, device=device)
+        except RuntimeError:  # one bad file fails the batch: decode one by one, and drop or name the bad ones
+            images = []
+            for f in files:
+                try:
+                    images.append(decode_jpeg(f.cpu(), mode=mode, device=device))
+                except RuntimeError as e:
+                    if not self.skip_bad:
+                        raise cannot_decode("a file of this batch", e) from None
+            if not images:
+                raise ValueError("no file of a batch could be decoded: is this a folder of JPEG images?") from None
+            images += [images[k % len(images)] for k in range(len(files) - len(images))]  # stand-ins, same size
         return torch.stack([centre_crop_resize(im, self.size) for im in images])
 
     def image(self, i: int) -> torch.Tensor:
@@ -90,7 +122,7 @@ class EncodedImages(ImageFiles):
 
     def subset(self, indices: list[int]) -> "EncodedImages":
         return EncodedImages([self.paths[i] for i in indices], [self.labels[i] for i in indices], self.size,
-                             self.grey)
+                             self.grey, self.skip_bad)
 
 
 def _list_images(root: Path) -> tuple[list[str], list[str], list[int]]:
@@ -108,13 +140,17 @@ def _list_images(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, paths, labels
 
 
-def _is_grey(paths: list[str], log: Log, max_checked: int = 20000) -> bool:
-    """True when every image is stored grey (header only). Big folders: a seeded sample of 2000 is read."""
+def _is_grey(paths: list[str], log: Log, max_checked: int = 20000) -> tuple[bool, list[str]]:
+    """(True when every image is stored grey, the files whose header cannot be read), from the headers. Big
+    folders: a seeded sample of 2000 is read."""
     from PIL import Image
 
-    def mode(p: str) -> str:
-        with Image.open(p) as im:
-            return im.mode
+    def mode(p: str) -> str | None:
+        try:
+            with Image.open(p) as im:
+                return im.mode
+        except DECODE_ERRORS:
+            return None
 
     check = paths
     if len(paths) > max_checked:
@@ -122,23 +158,56 @@ def _is_grey(paths: list[str], log: Log, max_checked: int = 20000) -> bool:
         check = [paths[i] for i in rng.choice(len(paths), 2000, replace=False)]
         log(f"folder: colour mode judged from a sample of {len(check)} of {len(paths)} images")
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        return all(m in _GREY_MODES for m in pool.map(mode, check))
+        modes = list(pool.map(mode, check))
+    return all(m in _GREY_MODES for m in modes if m is not None), [p for p, m in zip(check, modes) if m is None]
 
 
-def _decode_all(paths: list[str], size: int, grey: bool) -> torch.Tensor:
+def _decode_all(paths: list[str], size: int, grey: bool) -> tuple[torch.Tensor, list[int]]:
+    """uint8 (N, C, size, size) of every file, and the indices of those that failed (left black)."""
     from tqdm.auto import tqdm
 
-    out = torch.empty((len(paths), 1 if grey else 3, size, size), dtype=torch.uint8)
+    out = torch.zeros((len(paths), 1 if grey else 3, size, size), dtype=torch.uint8)
     arr = out.numpy()
+    bad: list[int] = []
 
     def work(i: int) -> None:
-        arr[i] = decode_image(paths[i], size, grey)
+        try:
+            arr[i] = decode_image(paths[i], size, grey)
+        except DECODE_ERRORS:
+            bad.append(i)
 
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while decoding
         it = pool.map(work, range(len(paths)))
         for _ in tqdm(it, total=len(paths), desc="decoding images", unit="img", disable=len(paths) <= 2000):
             pass
-    return out
+    return out, sorted(bad)
+
+
+def _bad_files(root: Path, bad: list[str], cfg: DataConfig, log: Log) -> None:
+    """Refuse a folder with files that cannot be decoded, listing them; or, with data.skip_bad_images, say
+    that they are left out."""
+    if not bad:
+        return
+    listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    if not cfg.skip_bad_images:
+        raise ValueError(f"image folder {root}: {len(bad)} file(s) cannot be decoded: {listed}; fix or remove them, "
+                         f"or set --data.skip_bad_images true to train without them")
+    log(f"folder: leaving out {len(bad)} file(s) that cannot be decoded (data.skip_bad_images): {listed}")
+
+
+def _without(paths: list[str], labels: list[int], bad: set[str]) -> tuple[list[str], list[int]]:
+    if not bad:
+        return paths, labels
+    kept = [(p, y) for p, y in zip(paths, labels) if p not in bad]
+    return [p for p, _ in kept], [y for _, y in kept]
+
+
+def _kept(images: torch.Tensor, labels: list[int], bad: list[int], root: Path) -> Split:
+    """A decoded split without the images that failed."""
+    keep = torch.tensor(sorted(set(range(len(labels))) - set(bad)), dtype=torch.int64)
+    if len(labels) and not len(keep):
+        raise ValueError(f"image folder {root}: no image of a split could be decoded")
+    return Split(torch.tensor(labels, dtype=torch.int64)[keep], images[keep] if bad else images)
 
 
 def _decode_on_device(cfg: DataConfig, paths: list[str], log: Log) -> bool:
@@ -192,20 +261,22 @@ def load_folder(cfg: DataConfig, log: Log = print) -> ImageDataset:
     empty = [c for i, c in enumerate(classes) if i not in set(train_labels)]
     if empty:
         log(f"folder: no training images for classes {', '.join(empty)}")
-    grey = _is_grey(train_paths + test_paths, log)
+    grey, bad = _is_grey(train_paths + test_paths, log)
     channels = 1 if grey else 3
     decoded = (len(train_paths) + len(test_paths)) * channels * size * size
-    if decoded > FOLDER_IN_MEMORY_LIMIT:
+    if decoded <= FOLDER_IN_MEMORY_LIMIT:  # decode everything now: every bad file is found, and listed at once
+        (train_images, train_bad), (test_images, test_bad) = (_decode_all(train_paths, size, grey),
+                                                              _decode_all(test_paths, size, grey))
+        _bad_files(root, [train_paths[i] for i in train_bad] + [test_paths[i] for i in test_bad], cfg, log)
+        train = _kept(train_images, train_labels, train_bad, root)
+        test = _kept(test_images, test_labels, test_bad, root)
+    else:
         log(f"folder: {decoded / 1e9:.1f} GB decoded would exceed {FOLDER_IN_MEMORY_LIMIT / 1e9:.1f} GB; images "
             f"are decoded on the fly (streamed)")
-
+        _bad_files(root, bad, cfg, log)  # the headers read (a sample of a big folder); the rest fail when read
+        train_paths, train_labels = _without(train_paths, train_labels, set(bad))
+        test_paths, test_labels = _without(test_paths, test_labels, set(bad))
         files = EncodedImages if _decode_on_device(cfg, train_paths + test_paths, log) else ImageFiles
-
-        def split(p: list[str], y: list[int]) -> Split:
-            return Split(torch.tensor(y, dtype=torch.int64), None, files(p, y, size, grey))
-    else:
-
-        def split(p: list[str], y: list[int]) -> Split:
-            return Split(torch.tensor(y, dtype=torch.int64), _decode_all(p, size, grey))
-
-    return make_dataset("folder", classes, split(train_paths, train_labels), split(test_paths, test_labels), how, log)
+        train, test = (Split(torch.tensor(y, dtype=torch.int64), None, files(p, y, size, grey, cfg.skip_bad_images))
+                       for p, y in ((train_paths, train_labels), (test_paths, test_labels)))
+    return make_dataset("folder", classes, train, test, how, log)
