@@ -83,7 +83,14 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     assert "vicreg: error: --resume cannot change train.epochs" in capsys.readouterr().err
     # a finished run resumes to the same end: nothing left to train, the summary is printed again
     assert main(["train", "--resume", str(tmp_path / "r"), "--train.progress", "false"]) == 0
-    assert "k-NN top-1, learned embedding" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "k-NN top-1, learned embedding" in out and "trained from epoch 1 to 1 (resumed; 1 in all)" in out
+    # the same name again: a new run never takes over an existing one
+    assert main(["train", *base]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"vicreg: error: {tmp_path / 'r'} already holds a run (config.yaml, checkpoint.pt, metrics.csv, "
+                   f"summary.json): resume it with `vicreg train --resume {tmp_path / 'r'}`, or choose another "
+                   f"train.name (a new run never overwrites one)\n")
 
 
 def test_config_file_round_trip(tmp_path, capsys):

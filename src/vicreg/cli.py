@@ -246,8 +246,11 @@ def _print_result(result) -> int:
     def fmt(acc: dict[int, float]) -> str:
         return "  ".join(f"k={k}: {v:.2f}%" for k, v in acc.items())
 
-    print(f"trained {result.epochs_done:g} epochs in {result.seconds:.1f} s "
-          f"({result.images_per_s:,.0f} two-view img/s)")
+    if result.start_epoch:  # a resumed run: this invocation's part, and the whole
+        span = f"from epoch {result.start_epoch:.3g} to {result.epochs_done:g} (resumed; {result.epochs_done:g} in all)"
+    else:
+        span = f"{result.epochs_done:g} epochs"
+    print(f"trained {span} in {result.seconds:.1f} s ({result.images_per_s:,.0f} two-view img/s)")
     print(f"k-NN top-1, learned embedding, test split: {fmt(result.knn)}")
     print(f"k-NN top-1, raw pixels,        test split: {fmt(result.knn_raw_pixels)}")
     return 0

@@ -82,6 +82,8 @@ class RunResult:
     images_per_s: float = 0.0  # two-view images per second over this invocation
     interrupted: bool = False
     resume_command: str = ""  # how to continue an interrupted run (vicreg or torchrun)
+    start_epoch: float = 0.0  # where this invocation started (a resumed run: its checkpoint's epoch)
+    summary: dict = field(default_factory=dict)  # summary.json of a finished run (what it wrote)
 
 
 @dataclass
@@ -631,7 +633,7 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
     interrupted = p.step < s.total_steps
     result = RunResult(s.run_dir, p.step, p.step / s.steps_per_epoch, p.knn, {}, seconds,
                        2 * t.batch_size * (p.step - start_step) / max(seconds, 1e-9), interrupted,
-                       _resume_command(s) if interrupted else "")
+                       _resume_command(s) if interrupted else "", start_step / s.steps_per_epoch)
     if interrupted or not s.dist.main:
         return result
     share = meter.data_wait / max(seconds, 1e-9)
@@ -643,7 +645,7 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
         test_px = raw_pixel_features(s.test_batches.epoch(0))
         result.knn_raw_pixels = knn_accuracy(*train_px, *test_px, ks=t.knn_k, temperature=t.knn_temperature)
     f = s.step_fn
-    write_json(s.run_dir / SUMMARY_FILE, {
+    result.summary = {
         "run_dir": str(s.run_dir), "steps": p.step, "epochs": t.epochs,
         "train_seconds": round(p.seconds_before + seconds, 2),
         "wall_seconds": round(time.perf_counter() - meter.wall_start, 2),
@@ -656,7 +658,8 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
         # compilation of this invocation, counted apart from train_seconds
         "compile": {"enabled": f.enabled, "mode": f.mode if f.enabled else None,
                     "scope": t.compile_scope if f.enabled else None,
-                    "seconds": round(f.compile_seconds, 2), "fallback": f.fallback}})
+                    "seconds": round(f.compile_seconds, 2), "fallback": f.fallback}}
+    write_json(s.run_dir / SUMMARY_FILE, result.summary)
     return result
 
 
