@@ -11,7 +11,30 @@ from .loss import (
     vicreg_loss,
 )
 
+# The rest of the public API is imported on first use (name -> (module, attribute)), so that `import vicreg`
+# stays light and no module of the package imports the package back. `fit` is vicreg.train.train: the
+# package cannot export a function named like its module `vicreg.train`.
+_LAZY = {
+    "fit": ("vicreg.train", "train"), "RunResult": ("vicreg.train", "RunResult"),
+    "build_config": ("vicreg.config", "build_config"), "Config": ("vicreg.config", "Config"),
+    "build_model": ("vicreg.models", "build_model"), "VICReg": ("vicreg.models", "VICReg"),
+    "load_encoder": ("vicreg.encoder", "load_encoder"), "export_encoder": ("vicreg.encoder", "export_encoder"),
+    "Encoder": ("vicreg.encoder", "Encoder"), "Preprocess": ("vicreg.encoder", "Preprocess"),
+    "load_run": ("vicreg.runs", "load_run"), "evaluate_run": ("vicreg.runs", "evaluate_run"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'vicreg' has no attribute {name!r}")
+
+
 __all__ = [
+    *_LAZY,
     "vicreg_loss",
     "VICRegLoss",
     "LossTerms",

@@ -138,6 +138,17 @@ def _add_run_commands(sub) -> None:
     em.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.npz or FILE.parquet")
     em.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
+    xp = sub.add_parser("export", help="the trained encoder as safetensors (+ JSON) or ONNX",
+                        description="Write a run's encoder (backbone and head) to RUN_DIR/export (or --out): "
+                        "encoder.safetensors and encoder.json (architecture and preprocessing; loaded by "
+                        "vicreg.load_encoder without unpickling), and encoder.onnx with --format onnx, checked in "
+                        "onnxruntime against PyTorch.")
+    xp.add_argument("run_dir", metavar="RUN_DIR")
+    xp.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"])
+    xp.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/export)")
+    xp.add_argument("--level", default="embedding", choices=["embedding", "representation"],
+                    help="what the encoder outputs: the head's embedding (default) or the backbone's representation")
+
 
 def _add_world_model_commands(sub) -> None:
     tp = sub.add_parser("train-predictor", help="train the JEPA predictor on a video run's frozen embeddings",
@@ -280,6 +291,22 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .encoder import EXPORT_JSON, export_encoder
+
+    meta = export_encoder(args.run_dir, args.format, args.out, args.level)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "export"
+    pre = meta["preprocess"]
+    print(f"wrote {out / EXPORT_JSON}: {meta['level']} of {meta['model']['backbone']} at step {meta['step']}, input "
+          f"(N, {pre['channels']}, {pre['size']}, {pre['size']}) floats in [0, 1]")
+    for name, check in meta["check"].items():
+        detail = (f"reads back equal ({check['tensors']} tensors)" if name == "safetensors" else
+                  f"onnxruntime vs PyTorch max abs difference {check['onnxruntime_max_abs_diff']:.3g} "
+                  f"(outputs up to {check['output_max_abs']:.3g})")
+        print(f"wrote {out / check['file']}: {detail}")
+    return 0
+
+
 def _cmd_embed(args) -> int:
     from .runs import embed_run, save_embeddings
 
@@ -353,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train_predictor(args, extra)
         if extra:
             parser.error(f"unexpected arguments: {' '.join(extra)}")
-        if args.command in ("eval", "plot", "embed", "eval-predictor"):
-            return {"eval": _cmd_eval, "plot": _cmd_plot, "embed": _cmd_embed,
+        if args.command in ("eval", "plot", "embed", "export", "eval-predictor"):
+            return {"eval": _cmd_eval, "plot": _cmd_plot, "embed": _cmd_embed, "export": _cmd_export,
                     "eval-predictor": _cmd_eval_predictor}[args.command](args)
         parser.print_help()
         return 2

@@ -340,7 +340,8 @@ def rng_state(augment_generator: torch.Generator) -> dict:
 
 def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     step: int, schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
-                    train_seconds: float = 0.0, rank_rngs: list[dict] | None = None) -> None:
+                    train_seconds: float = 0.0, rank_rngs: list[dict] | None = None,
+                    input_size: int | None = None) -> None:
     """Everything a resumed run needs, written atomically to run_dir/checkpoint.pt. ``rank_rngs``: the random
     states of every process of a data-parallel run, in rank order (``rng["ranks"]``; rank 0's are ``rng``)."""
     rng = rank_rngs[0] if rank_rngs else rng_state(augment_generator)
@@ -357,6 +358,7 @@ def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimize
             "rng": rng,
             "knn": {str(k): v for k, v in knn.items()},
             "train_seconds": train_seconds,
+            "input_size": input_size,  # the side of the images the model was fed (vicreg.encoder reads it)
         },
         Path(run_dir) / CHECKPOINT,
     )

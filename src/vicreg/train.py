@@ -578,7 +578,7 @@ def checkpoint(s: Session, p: Progress, seconds: float) -> None:
         torch.distributed.all_gather_object(rngs, {k: _cpu(v) for k, v in rng_state(s.generator).items()})
     if s.dist.main:
         save_checkpoint(s.run_dir, s.cfg, s.model, s.optimizer, p.step, s.schedule, s.generator, p.knn,
-                        p.seconds_before + seconds, rank_rngs=rngs)
+                        p.seconds_before + seconds, rank_rngs=rngs, input_size=s.input_size)
     barrier()
 
 

@@ -57,7 +57,7 @@ from .dataset import ImageDataset, Log, Split, spread_subset
 from .download import DEFAULT_ROOT
 from .folder import ImageFiles, decode_image
 from .images import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx
-from .registry import LOADERS, load_dataset
+from .registry import LOADERS, load_dataset, native_size
 
 __all__ = [
     "Split",
@@ -65,6 +65,7 @@ __all__ = [
     "Log",
     "Batches",
     "load_dataset",
+    "native_size",
     "LOADERS",
     "DEFAULT_ROOT",
     "FASHION_MNIST_CLASSES",

@@ -30,6 +30,16 @@ LOADERS: dict[str, Callable[[DataConfig, Log], ImageDataset]] = {
 }
 
 
+def native_size(cfg: DataConfig) -> int:
+    """The side of ``cfg.dataset``'s images as its loader gives them, without loading it (what a run's model
+    was fed when data.image_size is not set, before the backbone's minimum)."""
+    sizes = {"digits": 8, "fashion-mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "stl10": 96,
+             "folder": cfg.image_size or 64, "sprites": cfg.video.canvas, "moving-mnist": 64}
+    if cfg.dataset not in sizes:
+        raise ValueError(f"unknown dataset {cfg.dataset!r} (known datasets: {', '.join(sizes)})")
+    return sizes[cfg.dataset]
+
+
 def load_dataset(cfg: DataConfig, log: Log = print) -> ImageDataset:
     """Load ``cfg.dataset`` into uint8 tensors (or a streamed source); logs one line saying what and from where."""
     loader = LOADERS.get(cfg.dataset)

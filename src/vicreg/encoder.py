@@ -1,0 +1,210 @@
+"""A trained encoder as a plain module, with the preprocessing it expects: back into Python, or out to
+safetensors and ONNX.
+
+    encoder, preprocess = load_encoder("runs/demo-...")   # a run, its checkpoint.pt, or an exported folder
+    embeddings = encoder(preprocess(images))               # images: PIL images or uint8 (N, C, H, W) -> (N, E)
+
+:class:`Encoder` holds the backbone and the head (the expander is only for training) and normalises its input
+itself with the training set's channel mean and std, so :class:`Preprocess` only turns images into floats in
+[0, 1] of the right size and channels. :func:`export_encoder` writes ``encoder.safetensors`` (the weights,
+loaded without unpickling) and ``encoder.json`` (the architecture and the preprocessing), or ``encoder.onnx``,
+checked in onnxruntime against PyTorch on the same input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .augment import resize_images
+from .backbones import input_size
+from .config import ModelConfig, config_from_dict
+from .data import native_size
+from .models import build_model
+from .rundir import CHECKPOINT, load_checkpoint, write_json
+
+__all__ = ["Encoder", "Preprocess", "load_encoder", "export_encoder", "EXPORT_JSON", "EXPORT_WEIGHTS", "EXPORT_ONNX"]
+
+EXPORT_JSON, EXPORT_WEIGHTS, EXPORT_ONNX = "encoder.json", "encoder.safetensors", "encoder.onnx"
+EXPORT_FORMAT = 1
+
+
+class Encoder(nn.Module):
+    """float images (N, C, S, S) in [0, 1] -> embeddings (N, E), or representations (N, D) (the backbone's
+    output) with ``level="representation"``. Normalises with the training set's per-channel mean and std."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, mean: Tensor, std: Tensor, level: str = "embedding"):
+        super().__init__()
+        if level not in ("embedding", "representation"):
+            raise ValueError(f"level={level!r} is not valid: expected 'embedding' or 'representation'")
+        self.backbone, self.head, self.level = backbone, head, level
+        self.register_buffer("mean", mean.detach().clone().view(1, -1, 1, 1))
+        self.register_buffer("std", std.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.backbone((x - self.mean) / self.std)
+        return r if self.level == "representation" else self.head(r)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What an :class:`Encoder` expects: ``channels`` (1 grey, 3 RGB) images of ``size`` x ``size``, as floats in
+    [0, 1]. ``mean``/``std`` are what the encoder normalises with itself (for other runtimes that want them)."""
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, images) -> Tensor:
+        """PIL images (a list, or one), or a uint8 (N, C, H, W) / (C, H, W) tensor -> float (N, C, size, size): the
+        centred square of each image resized to ``size`` (antialiased), in [0, 1]."""
+        if isinstance(images, Tensor):
+            x = images if images.dim() == 4 else images[None]
+            if x.dtype != torch.uint8 or x.shape[1] != self.channels:
+                raise ValueError(f"expected uint8 images (N, {self.channels}, H, W), got {x.dtype} {tuple(x.shape)}")
+            h, w = x.shape[-2:]
+            side = min(h, w)
+            x = x[..., (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+            return resize_images(x, self.size)
+
+        return torch.stack([torch.from_numpy(_pil_array(im, self.size, self.channels)) for im in _as_list(images)]
+                           ).float().div_(255)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "range": [0.0, 1.0], "layout": "NCHW", "resize": "centre square, bilinear"}
+
+
+def _as_list(images) -> list:
+    return list(images) if isinstance(images, Sequence) else [images]
+
+
+def _pil_array(image, size: int, channels: int):
+    """A PIL image -> uint8 (C, size, size), as vicreg.data.decode_image does with a file."""
+    import numpy as np
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    im = image.convert(mode)
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) / 2.0, (h - side) / 2.0
+    im = im.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    a = np.array(im, dtype=np.uint8)
+    return a[None] if channels == 1 else a.transpose(2, 0, 1).copy()
+
+
+def _build(model_cfg: ModelConfig, channels: int, level: str) -> Encoder:
+    """An Encoder of this architecture with placeholder weights (no download of pretrained ones)."""
+    model = build_model(replace(model_cfg, pretrained=False), channels, [0.0] * channels, [1.0] * channels)
+    return Encoder(model.backbone, model.head, model.mean, model.std, level).eval()
+
+
+def _from_checkpoint(path: Path, level: str) -> tuple[Encoder, Preprocess, dict]:
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"])
+    state = ckpt["model"]
+    channels = int(state["mean"].numel())
+    encoder = _build(cfg.model, channels, level)
+    kept = {k: v for k, v in state.items() if not k.startswith("expander.")}
+    try:
+        encoder.load_state_dict(kept)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit the model of its own config ({str(e).splitlines()[0][:200]})") from None
+    size = ckpt.get("input_size") or input_size(cfg.model.backbone, native_size(cfg.data), cfg.data.image_size,
+                                                log=lambda m: None)
+    pre = Preprocess(int(size), channels, tuple(encoder.mean.flatten().tolist()), tuple(encoder.std.flatten().tolist()))
+    return encoder, pre, {"model": ckpt["config"]["model"], "step": int(ckpt["step"]), "dataset": cfg.data.dataset}
+
+
+def _from_export(folder: Path, level: str) -> tuple[Encoder, Preprocess, dict]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / EXPORT_JSON).read_text())
+    if int(meta.get("format", 0)) > EXPORT_FORMAT:
+        raise ValueError(f"{folder / EXPORT_JSON} has export format {meta['format']}, newer than this vicreg reads")
+    pre = Preprocess(int(meta["preprocess"]["size"]), int(meta["preprocess"]["channels"]),
+                     tuple(meta["preprocess"]["mean"]), tuple(meta["preprocess"]["std"]))
+    encoder = _build(config_from_dict({"model": meta["model"]}).model, pre.channels, level)
+    encoder.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
+    return encoder, pre, meta
+
+
+def load_encoder(path: Path | str, device: str | torch.device = "cpu", level: str = "embedding"
+                 ) -> tuple[Encoder, Preprocess]:
+    """The trained encoder of a run directory, a checkpoint.pt, or a folder written by ``vicreg export``
+    (safetensors: nothing is unpickled), in eval mode on ``device``, and the preprocessing it expects.
+
+    encoder: float (N, C, S, S) in [0, 1] -> (N, E) embeddings (``level="representation"``: the backbone's (N, D)).
+    preprocess: PIL images or uint8 (N, C, H, W) -> float (N, C, S, S), with S = preprocess.size."""
+    path = Path(path)
+    if path.is_dir() and (path / EXPORT_JSON).exists():
+        encoder, pre, _ = _from_export(path, level)
+    elif path.is_dir() or path.suffix == ".pt":
+        encoder, pre, _ = _from_checkpoint(path / CHECKPOINT if path.is_dir() else path, level)
+    else:
+        raise FileNotFoundError(f"{path} is neither a run directory, a checkpoint (.pt) nor an exported encoder "
+                                f"folder ({EXPORT_JSON})")
+    return encoder.to(device).eval(), pre
+
+
+def export_encoder(run_dir: Path | str, fmt: str = "safetensors", out: Path | str | None = None,
+                   level: str = "embedding") -> dict:
+    """Write the run's encoder to ``out`` (default RUN_DIR/export): encoder.safetensors and encoder.json always
+    (what :func:`load_encoder` reads back, with no unpickling), and encoder.onnx for ``fmt="onnx"``; and check
+    them: the safetensors file reloads to equal weights, the ONNX graph runs in onnxruntime within a stated
+    tolerance of PyTorch on the same input. Returns what encoder.json says, the checks included."""
+    if fmt not in ("safetensors", "onnx"):
+        raise ValueError(f"format {fmt!r} is not valid: expected safetensors or onnx")
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "export"
+    encoder, pre, about = _from_checkpoint(run_dir / CHECKPOINT if run_dir.is_dir() else run_dir, level)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"format": EXPORT_FORMAT, "vicreg": __version__, "source": str(run_dir), **about, "level": level,
+            "preprocess": pre.to_dict(), "input": [None, pre.channels, pre.size, pre.size]}
+    meta["check"] = {"safetensors": _write_safetensors(encoder, out)}  # always: the folder loads with load_encoder
+    if fmt == "onnx":
+        meta["check"]["onnx"] = _write_onnx(encoder, pre, out)
+    write_json(out / EXPORT_JSON, meta)
+    return meta
+
+
+def _write_safetensors(encoder: Encoder, out: Path) -> dict:
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    save_file(state, str(out / EXPORT_WEIGHTS), metadata={"vicreg": __version__})
+    back = load_file(str(out / EXPORT_WEIGHTS))
+    equal = set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    if not equal:
+        raise RuntimeError(f"{out / EXPORT_WEIGHTS} does not read back to the same weights")
+    return {"file": EXPORT_WEIGHTS, "tensors": len(state), "round_trip_equal": equal}
+
+
+def _write_onnx(encoder: Encoder, pre: Preprocess, out: Path, batch: int = 4) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+
+    x = torch.rand(batch, pre.channels, pre.size, pre.size, generator=torch.Generator().manual_seed(0))
+    path = out / EXPORT_ONNX
+    torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["embeddings"],
+                      dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, dynamo=False)
+    with torch.no_grad():
+        expected = encoder(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    diff = float(np.abs(got - expected).max())
+    scale = float(np.abs(expected).max())
+    # float32 through two runtimes whose kernels sum in different orders: a few ulps of the largest value per
+    # layer; 1e-4 of the output's scale leaves room for deep backbones and still catches a wrong graph
+    tolerance = 1e-4 * max(scale, 1.0)
+    if not diff <= tolerance:
+        raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {diff:.3g} (tolerance {tolerance:.3g})")
+    return {"file": EXPORT_ONNX, "onnxruntime_max_abs_diff": diff, "output_max_abs": scale, "tolerance": tolerance,
+            "batch": batch}
