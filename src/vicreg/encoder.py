@@ -193,8 +193,9 @@ def _write_onnx(encoder: Encoder, pre: Preprocess, out: Path, batch: int = 4) ->
 
     x = torch.rand(batch, pre.channels, pre.size, pre.size, generator=torch.Generator().manual_seed(0))
     path = out / EXPORT_ONNX
-    torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["embeddings"],
-                      dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, dynamo=False)
+    # torch.export-based exporter (onnxscript); the batch size is a dynamic axis
+    torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["embeddings"], dynamo=True,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
     with torch.no_grad():
         expected = encoder(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
