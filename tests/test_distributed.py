@@ -331,7 +331,7 @@ def test_a_non_finite_loss_stops_every_rank_after_the_same_step_and_rank_0_alone
                               stderr=subprocess.PIPE, text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
              for r in range(WORLD)]
     errors = [p.communicate(timeout=240)[1] for p in procs]
-    assert [p.returncode for p in procs] == [1, 1]
+    assert [p.returncode for p in procs] == [1, 0]  # rank 1 exits 0: torchrun then waits for rank 0 to say why
     lines = [line for line in errors[0].splitlines() if line.startswith("vicreg:")]
     assert len(lines) == 1 and lines[0].startswith("vicreg: error: the loss became non-finite at step 25")
     assert "Traceback" not in errors[0] and "vicreg:" not in errors[1]  # rank 1 leaves the saying to rank 0

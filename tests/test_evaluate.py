@@ -27,11 +27,13 @@ def test_weighted_vote_by_hand():
     assert knn_accuracy(train_x, train_y, test_x, test_y, ks=(3,), temperature=10.0) == {3: 0.0}
 
 
-def test_unlabelled_bank_entries_are_ignored_and_k_is_capped():
+def test_unlabelled_bank_entries_are_ignored_and_k_beyond_the_bank_is_refused():
     train_x = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
     train_y = torch.tensor([-1, 1, 0])
-    acc = knn_accuracy(train_x, train_y, torch.tensor([[1.0, 0.0]]), torch.tensor([1]), ks=(1, 200))
-    assert acc == {1: 100.0, 200: 100.0}
+    acc = knn_accuracy(train_x, train_y, torch.tensor([[1.0, 0.0]]), torch.tensor([1]), ks=(1, 2))
+    assert acc == {1: 100.0, 2: 100.0}
+    with pytest.raises(ValueError, match="k=200 is not valid for a k-NN bank of 2 labelled images: choose k in 1..2"):
+        knn_accuracy(train_x, train_y, torch.tensor([[1.0, 0.0]]), torch.tensor([1]), ks=(1, 200))
 
 
 def test_chunking_does_not_change_the_answer():

@@ -28,7 +28,8 @@ def _encoder_run(path, **extra):
     over = {"data.video.sequences": 24, "data.video.test_sequences": 8, "data.video.length": 8,
             "data.video.canvas": 16, "data.video.sprite_size": 6, "data.video.distractors": 2,
             "train.epochs": 1, "train.batch_size": 8, "train.knn_every": 0, "train.progress": False,
-            "train.diagnostics_samples": 64, "model.head_widths": [16], "model.embedding_dim": 8,
+            "train.diagnostics_samples": 64, "train.knn_k": [5, 20], "model.head_widths": [16],
+            "model.embedding_dim": 8,
             "model.expander": [32, 32], "train.device": "cpu", **extra}
     cfg = build_config("sprites", over)
     train(cfg, run_dir=path, echo=QUIET)

@@ -108,6 +108,7 @@ def evaluate_run(run_dir: LoadedRun | Path | str, device: str = "auto", ks: tupl
     returns what it wrote."""
     t0 = time.perf_counter()
     if not isinstance(run_dir, LoadedRun):
+        read_config(run_dir)  # a run directory at all (one line if not)
         check_writable(Path(run_dir))  # before the evaluation, not after it
     run = _as_run(run_dir, device, log)
     bank = int((run.dataset.train_labeled.labels >= 0).sum())
