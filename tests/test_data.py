@@ -272,6 +272,37 @@ def test_a_crafted_cifar_file_is_refused_without_running_its_payload(tmp_path):
     assert marker.read_text() == "ran"
 
 
+def test_a_cifar_file_that_forges_an_object_dtype_is_refused(tmp_path):
+    """A structured dtype with an object field and its flags cleared would make numpy read a pointer from
+    the file's bytes (found in review): the unpickler builds only plain numeric arrays."""
+    import struct
+
+    forged = np.dtype([("a", "O")])
+    state = list(forged.__reduce__()[2])
+    state[-1] = 0
+    forged.__setstate__(tuple(state))
+    target = "an object at an address the file names"
+
+    class Forged:
+        def __reduce__(self):
+            from numpy._core.multiarray import _reconstruct
+
+            return _reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), forged, False, struct.pack("<Q", id(target)))
+
+    folder = tmp_path / "cifar-10-batches-py"
+    _cifar10_files(folder)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": Forged(), "labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError, match=r"refused .*test_batch: not a plain CIFAR batch \(a dtype of kind 'V'"):
+        load_dataset(cfg(dataset="cifar10", data_dir=str(folder)), log=quiet)
+    for code in ("O", "V8", "U3", "M8[s]"):  # object, void, string and time dtypes are refused alike
+        with open(folder / "test_batch", "wb") as f:
+            pickle.dump({"data": np.zeros(2, dtype=code) if code != "O" else np.array([None, 1], dtype=object),
+                         "labels": [0]}, f, protocol=2)
+        with pytest.raises(ValueError, match="not a plain CIFAR batch"):
+            load_dataset(cfg(dataset="cifar10", data_dir=str(folder)), log=quiet)
+
+
 def test_a_cifar_meta_file_without_class_names_is_one_line(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     _cifar10_files(folder, meta={"num_vis": 3072})

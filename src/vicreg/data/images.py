@@ -3,6 +3,7 @@ CIFAR-10/100 (python pickles) and STL-10 (binary files). Where each is looked fo
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import math
 import pickle
@@ -157,27 +158,101 @@ def _text(x) -> str:
     return x.decode("latin1") if isinstance(x, bytes) else str(x)
 
 
-# What a CIFAR batch holds: a dict of numpy arrays, lists, strings and numbers. Those are all the
-# unpickler builds; any other global a file names (os.system, builtins.eval, ...) is refused, so a crafted
-# file in the data directory cannot run code.
+# What a CIFAR batch holds: a dict of numpy arrays, lists, strings and numbers. The unpickler never lets
+# numpy rebuild anything itself: the globals a numpy pickle names are replaced by the stand-ins below, which
+# accept only plain numeric dtypes and raw bytes and build each array with np.frombuffer. Any other global
+# (os.system, builtins.exec, ...) and any structured or object dtype is refused, so a crafted file in the
+# data directory can neither run code nor make numpy read memory it names.
+_NUMERIC_KINDS = "biuf"
+
+
+class _Dtype:
+    """numpy.dtype(code, align, copy) and its state, as a pickle gives them: a plain numeric dtype only."""
+
+    def __init__(self, code=None, align=False, copy=False):
+        if not isinstance(code, str) or len(code) > 4 or not code[:1].isalpha():
+            raise _Refused(f"a dtype {code!r}")
+        try:
+            kind = np.dtype(code).kind
+        except TypeError:
+            raise _Refused(f"a dtype {code!r}") from None
+        if kind not in _NUMERIC_KINDS:
+            raise _Refused(f"a dtype of kind {kind!r}")
+        self.code, self.order = code, "="
+
+    def __setstate__(self, state):  # (version, byte order, subarray, names, fields, elsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or state[1] not in ("<", ">", "|", "="):
+            raise _Refused("a dtype state")
+        if any(part is not None for part in state[2:5]):
+            raise _Refused("a structured dtype")
+        self.order = "=" if state[1] == "|" else state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.code).newbyteorder(self.order)
+
+
+class _Array:
+    """An ndarray as _reconstruct and its state give it: (version,) shape, dtype, fortran order, raw bytes."""
+
+    value = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _Refused("an array state")
+        shape, dtype, fortran, raw = state[-4:]
+        self.value = _frombuffer(raw, dtype, shape, "F" if fortran else "C")
+
+
+def _reconstruct(cls, shape, typecode) -> _Array:
+    return _Array()
+
+
+def _frombuffer(raw, dtype, shape, order="C") -> np.ndarray:
+    if not isinstance(dtype, _Dtype) or not isinstance(raw, (bytes, bytearray)) or order not in ("C", "F"):
+        raise _Refused("an array that is not raw numeric bytes")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise _Refused(f"an array shape {shape!r}")
+    return np.frombuffer(bytes(raw), dtype.numpy()).reshape(shape, order=order).copy()
+
+
+def _scalar(dtype, raw=None):
+    return _frombuffer(raw, dtype, (1,))[0]
+
+
 _CIFAR_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol-5 arrays
-    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    ("numpy", "ndarray"): _Array, ("numpy", "dtype"): _Dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _scalar, ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
 }
 
 
 class _Refused(pickle.UnpicklingError):
-    """A pickle that names a global outside _CIFAR_GLOBALS."""
+    """A pickle that names a global outside _CIFAR_GLOBALS, or an array that is not plain numbers."""
 
 
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocol-2 pickles written by Python 3
+            return codecs.encode
         if (module, name) in _CIFAR_GLOBALS:
-            return super().find_class(module, name)
+            return _CIFAR_GLOBALS[(module, name)]
         raise _Refused(f"it asks for {module}.{name}")
+
+
+def _arrays(x):
+    """The unpickled value with every _Array stand-in replaced by its numpy array."""
+    if isinstance(x, _Array):
+        if x.value is None:
+            raise _Refused("an array without data")
+        return x.value
+    if isinstance(x, dict):
+        return {k: _arrays(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_arrays(v) for v in x)
+    if isinstance(x, (_Dtype,)):
+        raise _Refused("a bare dtype")
+    return x
 
 
 def _unpickle(path: Path) -> dict:
@@ -186,7 +261,7 @@ def _unpickle(path: Path) -> dict:
     refused in one line, without running it."""
     try:
         with open(path, "rb") as f:
-            entry = _PlainUnpickler(f, encoding="latin1").load()
+            entry = _arrays(_PlainUnpickler(f, encoding="latin1").load())
     except _Refused as e:
         raise ValueError(f"refused {path}: not a plain CIFAR batch ({e}; only numpy arrays, lists, strings and "
                          f"numbers are read, so that a crafted file cannot run code)") from None
