@@ -160,4 +160,13 @@ def test_a_loss_blow_up_is_caught_before_it_is_written(tmp_path):
         writer.flush(images_per_s=1.0)
     assert read_metrics(tmp_path)["step"].tolist() == [1, 2, 3, 4]
     again = MetricsWriter(tmp_path, keep_until_step=4, tensorboard=False, divergence_factor=5.0)
-    assert again.lowest == (30.0, 2)  # a resumed run keeps its base
+    assert again.lowest == (30.0, 2) and again.first == 34.0  # a resumed run keeps its bases
+
+
+def test_a_loss_falling_towards_zero_and_wobbling_is_no_blow_up(tmp_path):
+    """The invariance-only experiment's loss goes to ~1e-3; 6x its lowest is still far below where it started."""
+    writer = MetricsWriter(tmp_path, keep_until_step=0, tensorboard=False, divergence_factor=5.0)
+    for step, loss in enumerate([1.0, 0.01, 0.001, 0.006, 0.9], start=1):
+        writer.add(step, 1, 0.1, torch.tensor([loss, 1.0, 1.0, 1.0]))
+    writer.flush(images_per_s=1.0)
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2, 3, 4, 5]

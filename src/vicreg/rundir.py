@@ -448,9 +448,10 @@ class MetricsWriter:
         self.divergence_factor = divergence_factor
         kept = _read_csv(self.path)
         self.lowest = (float("inf"), 0)  # (the lowest loss written so far, its step): the blow-up check's base
+        self.first = None  # the run's first logged loss: a blow-up also climbs above where the run started
         if len(kept["loss"]):
             i = int(np.argmin(kept["loss"]))
-            self.lowest = (float(kept["loss"][i]), int(kept["step"][i]))
+            self.lowest, self.first = (float(kept["loss"][i]), int(kept["step"][i])), float(kept["loss"][0])
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []
         self.queued: list[tuple] = []  # windows on their way to the host: (rows, host tensor, event, ips)
         self.tb = None
@@ -513,7 +514,10 @@ class MetricsWriter:
             raise FloatingPointError(f"the loss became non-finite at step {step} (loss, invariance, variance, "
                                      f"covariance = {v}). Lower optim.lr or check the data for NaN")
         lowest, at = self.lowest
-        if self.divergence_factor and 0 < lowest < v[0] / self.divergence_factor:
+        self.first = v[0] if self.first is None else self.first
+        # above factor x the lowest AND above the start: a healthy loss that falls towards 0 (e.g. the
+        # invariance-only collapse experiment) and wobbles is no blow-up
+        if self.divergence_factor and 0 < lowest < v[0] / self.divergence_factor and v[0] > self.first:
             raise FloatingPointError(f"the loss blew up at step {step}: {v[0]:.4g}, over train.divergence_factor="
                                      f"{self.divergence_factor:g} x the lowest so far ({lowest:.4g} at step {at}). "
                                      f"Lower optim.lr or lengthen optim.warmup_epochs (train.divergence_factor=0 "

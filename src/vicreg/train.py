@@ -439,6 +439,7 @@ class Stop:
         self.main, self.minutes = d.main, minutes
         self.last_save = time.perf_counter()
         self.saves_asked = self.saves_done = self._agreed = 0  # time-due checkpoints, counted (the vote takes max)
+        self.last_saved_step = -1
 
     def agree(self, failure: FloatingPointError | None, wait: bool = False) -> bool:
         """Agree on the stop request, a failure and a due checkpoint; wait: on the flags of now. Returns ``now``."""
@@ -452,9 +453,10 @@ class Stop:
         self.save_due = self._agreed > self.saves_done
         return self.now
 
-    def saved(self) -> None:
-        """A checkpoint was written: the next one falls due ``minutes`` from now."""
+    def saved(self, step: int) -> None:
+        """A checkpoint was written after ``step``: the next one falls due ``minutes`` from now."""
         self.saves_done, self.save_due, self.last_save = max(self.saves_done, self._agreed), False, time.perf_counter()
+        self.last_saved_step = step
 
     def handler(self, signum: int, frame) -> None:
         if self.requested:
@@ -515,6 +517,9 @@ def train_epoch(s: Session, p: Progress, meter: Meter, stop: Stop, on_step: Call
         if stop.save_due and p.step % s.steps_per_epoch != 0:  # at an epoch's end, end_of_epoch saves
             meter.clock.pause()
             save(s, p, meter, stop)
+            if stop.now:  # a stop agreed while saving: this checkpoint is the stop's
+                return False
+            meter.restart_window(p.step)  # the save is not training time
             meter.clock.start()
     return True
 
@@ -595,7 +600,7 @@ def end_of_epoch(s: Session, p: Progress, meter: Meter, epoch_done: int, stop: S
     _measure(s, p, meter, epoch_done, last)  # every process extracts its share, rank 0 measures
     if last or epoch_done == 1 or stop.save_due or (t.checkpoint_every and epoch_done % t.checkpoint_every == 0):
         checkpoint(s, p, meter.clock.seconds())
-        stop.saved()
+        stop.saved(p.step)
 
 
 def save(s: Session, p: Progress, meter: Meter, stop: Stop) -> None:
@@ -604,7 +609,7 @@ def save(s: Session, p: Progress, meter: Meter, stop: Stop) -> None:
     meter.flush(p, wait=True)
     stop.agree(meter.failure, wait=True)
     checkpoint(s, p, meter.clock.seconds())
-    stop.saved()
+    stop.saved(p.step)
 
 
 def _measure(s: Session, p: Progress, meter: Meter, epoch_done: int, last: bool) -> None:
@@ -738,7 +743,8 @@ def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunR
                     meter.clock.start()
             meter.clock.pause()
             if stop.now and p.step < s.total_steps:
-                save(s, p, meter, stop)
+                if stop.last_saved_step != p.step:  # not saved after this very step already
+                    save(s, p, meter, stop)
                 s.log(f"stopped ({stop.reason()}) at step {p.step}: checkpoint saved; resume with: "
                       f"{_resume_command(s)}")
             stop.vote.close()
