@@ -60,6 +60,11 @@ def test_safetensors_export_reads_back_equal_and_loads_without_unpickling(run_di
     assert meta["check"]["safetensors"]["round_trip_equal"] and {p.name for p in (tmp_path / "export").iterdir()} \
         == {EXPORT_JSON, EXPORT_WEIGHTS}
     assert meta["preprocess"]["size"] == 16 and meta["model"]["backbone"] == "small_cnn" and meta["step"] == 10
+    # what another runtime needs: names, shapes, dtype, channels, how to resize, and that it must not normalise
+    assert meta["input"] == {"name": "images", "shape": [None, 1, 16, 16]}
+    assert meta["output"] == {"name": "embeddings", "shape": [None, 512]}
+    assert meta["preprocess"]["native"] == 8 and meta["preprocess"]["dtype"] == "float32"
+    assert meta["preprocess"]["normalisation"].startswith("inside the model")
     reference, pre = load_encoder(run_dir)
 
     def no_unpickling(*args, **kwargs):
@@ -108,6 +113,10 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("vicreg: error: argument --format: invalid choice: 'tflite'") and err.count("\n") == 1
     with pytest.raises(FileNotFoundError, match="is neither a run directory, a checkpoint"):
         load_encoder(tmp_path / "weights.bin")
+    torch.save({"w": torch.ones(2)}, tmp_path / "plain.pt")  # a state dict, not a vicreg checkpoint
+    assert main(["export", str(tmp_path / "plain.pt")]) == 1
+    assert capsys.readouterr().err == f"vicreg: error: {tmp_path / 'plain.pt'} is not a vicreg checkpoint (no " \
+                                      f"'config' in it)\n"
 
 
 @pytest.mark.slow

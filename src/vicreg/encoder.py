@@ -54,17 +54,21 @@ class Encoder(nn.Module):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What an :class:`Encoder` expects: ``channels`` (1 grey, 3 RGB) images of ``size`` x ``size``, as floats in
-    [0, 1]. ``mean``/``std`` are what the encoder normalises with itself (for other runtimes that want them)."""
+    """What an :class:`Encoder` expects: ``channels`` (1 grey, 3 RGB) images of ``size`` x ``size``, as float32 in
+    [0, 1]. Training saw each image as its dataset stores it (``native`` x ``native``: digits 8, CIFAR 32, an
+    image folder data.image_size) and resized to ``size``; so does this. ``mean``/``std`` are what the encoder
+    normalises with itself (inside the model: do not normalise again)."""
 
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    native: int = 0  # 0: the same as size
 
     def __call__(self, images) -> Tensor:
         """PIL images (a list, or one), or a uint8 (N, C, H, W) / (C, H, W) tensor -> float (N, C, size, size): the
-        centred square of each image resized to ``size`` (antialiased), in [0, 1]."""
+        centred square of each image at the native size (antialiased), then resized to ``size``, in [0, 1]."""
+        native = self.native or self.size
         if isinstance(images, Tensor):
             x = images if images.dim() == 4 else images[None]
             if x.dtype != torch.uint8 or x.shape[1] != self.channels:
@@ -72,13 +76,17 @@ class Preprocess:
             h, w = x.shape[-2:]
             side = min(h, w)
             x = x[..., (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
-            return resize_images(x, self.size)
-
-        return torch.stack([torch.from_numpy(_pil_array(im, self.size, self.channels)) for im in _as_list(images)]
-                           ).float().div_(255)
+            if side != native:  # as the dataset stored it: uint8 at the native size
+                x = resize_images(x, native).mul_(255).round_().to(torch.uint8)
+        else:
+            x = torch.stack([torch.from_numpy(_pil_array(im, native, self.channels)) for im in _as_list(images)])
+        return resize_images(x, self.size)  # as training fed it
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "range": [0.0, 1.0], "layout": "NCHW", "resize": "centre square, bilinear"}
+        return {**asdict(self), "native": self.native or self.size, "dtype": "float32", "range": [0.0, 1.0],
+                "layout": "NCHW", "channel_order": "grey" if self.channels == 1 else "RGB",
+                "resize": "centre square; to native x native (antialiased when shrinking), then bilinear to size",
+                "normalisation": "inside the model: (x - mean) / std; feed [0, 1] values"}
 
 
 def _as_list(images) -> list:
@@ -117,9 +125,10 @@ def _from_checkpoint(path: Path, level: str) -> tuple[Encoder, Preprocess, dict]
         encoder.load_state_dict(kept)
     except RuntimeError as e:
         raise ValueError(f"{path} does not fit the model of its own config ({str(e).splitlines()[0][:200]})") from None
-    size = ckpt.get("input_size") or input_size(cfg.model.backbone, native_size(cfg.data), cfg.data.image_size,
-                                                log=lambda m: None)
-    pre = Preprocess(int(size), channels, tuple(encoder.mean.flatten().tolist()), tuple(encoder.std.flatten().tolist()))
+    native = native_size(cfg.data)
+    size = ckpt.get("input_size") or input_size(cfg.model.backbone, native, cfg.data.image_size, log=lambda m: None)
+    pre = Preprocess(int(size), channels, tuple(encoder.mean.flatten().tolist()), tuple(encoder.std.flatten().tolist()),
+                     native)
     return encoder, pre, {"model": ckpt["config"]["model"], "step": int(ckpt["step"]), "dataset": cfg.data.dataset}
 
 
@@ -129,25 +138,26 @@ def _from_export(folder: Path, level: str) -> tuple[Encoder, Preprocess, dict]:
     meta = json.loads((folder / EXPORT_JSON).read_text())
     if int(meta.get("format", 0)) > EXPORT_FORMAT:
         raise ValueError(f"{folder / EXPORT_JSON} has export format {meta['format']}, newer than this vicreg reads")
-    pre = Preprocess(int(meta["preprocess"]["size"]), int(meta["preprocess"]["channels"]),
-                     tuple(meta["preprocess"]["mean"]), tuple(meta["preprocess"]["std"]))
-    encoder = _build(config_from_dict({"model": meta["model"]}).model, pre.channels, level)
+    p = meta["preprocess"]
+    pre = Preprocess(int(p["size"]), int(p["channels"]), tuple(p["mean"]), tuple(p["std"]), int(p.get("native", 0)))
+    encoder = _build(config_from_dict({"model": meta["model"]}).model, pre.channels, level or meta.get("level"))
     encoder.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
     return encoder, pre, meta
 
 
-def load_encoder(path: Path | str, device: str | torch.device = "cpu", level: str = "embedding"
+def load_encoder(path: Path | str, device: str | torch.device = "cpu", level: str | None = None
                  ) -> tuple[Encoder, Preprocess]:
     """The trained encoder of a run directory, a checkpoint.pt, or a folder written by ``vicreg export``
     (safetensors: nothing is unpickled), in eval mode on ``device``, and the preprocessing it expects.
 
-    encoder: float (N, C, S, S) in [0, 1] -> (N, E) embeddings (``level="representation"``: the backbone's (N, D)).
+    encoder: float (N, C, S, S) in [0, 1] -> (N, E) embeddings (``level="representation"``: the backbone's (N, D);
+    default: the embedding, or the level an export was written at).
     preprocess: PIL images or uint8 (N, C, H, W) -> float (N, C, S, S), with S = preprocess.size."""
     path = Path(path)
     if path.is_dir() and (path / EXPORT_JSON).exists():
         encoder, pre, _ = _from_export(path, level)
     elif path.is_dir() or path.suffix == ".pt":
-        encoder, pre, _ = _from_checkpoint(path / CHECKPOINT if path.is_dir() else path, level)
+        encoder, pre, _ = _from_checkpoint(path / CHECKPOINT if path.is_dir() else path, level or "embedding")
     else:
         raise FileNotFoundError(f"{path} is neither a run directory, a checkpoint (.pt) nor an exported encoder "
                                 f"folder ({EXPORT_JSON})")
@@ -164,15 +174,34 @@ def export_encoder(run_dir: Path | str, fmt: str = "safetensors", out: Path | st
         raise ValueError(f"format {fmt!r} is not valid: expected safetensors or onnx")
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "export"
-    encoder, pre, about = _from_checkpoint(run_dir / CHECKPOINT if run_dir.is_dir() else run_dir, level)
-    out.mkdir(parents=True, exist_ok=True)
+    source = run_dir / CHECKPOINT if run_dir.is_dir() else run_dir
+    try:
+        encoder, pre, about = _from_checkpoint(source, level)
+    except KeyError as e:
+        raise ValueError(f"{source} is not a vicreg checkpoint (no {e} in it)") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create {out}: {e.strerror or e}") from None
+    with torch.no_grad():
+        dim = int(encoder(torch.zeros(1, pre.channels, pre.size, pre.size)).shape[1])
     meta = {"format": EXPORT_FORMAT, "vicreg": __version__, "source": str(run_dir), **about, "level": level,
-            "preprocess": pre.to_dict(), "input": [None, pre.channels, pre.size, pre.size]}
-    meta["check"] = {"safetensors": _write_safetensors(encoder, out)}  # always: the folder loads with load_encoder
-    if fmt == "onnx":
-        meta["check"]["onnx"] = _write_onnx(encoder, pre, out)
+            "preprocess": pre.to_dict(), "input": {"name": "images", "shape": [None, pre.channels, pre.size, pre.size]},
+            "output": {"name": _output_name(level), "shape": [None, dim]}}
+    try:
+        meta["check"] = {"safetensors": _write_safetensors(encoder, out)}  # always: load_encoder reads the folder
+        if fmt == "onnx":
+            meta["check"]["onnx"] = _write_onnx(encoder, pre, out)
+    except ImportError as e:
+        raise ValueError(f"vicreg export needs {e.name or 'its extras'}: pip install \"vicreg[export]\"") from None
+    except RuntimeError as e:
+        raise ValueError(f"export of {source} failed: {(str(e).strip().splitlines() or [''])[0][:200]}") from None
     write_json(out / EXPORT_JSON, meta)
     return meta
+
+
+def _output_name(level: str) -> str:
+    return "embeddings" if level == "embedding" else "representations"
 
 
 def _write_safetensors(encoder: Encoder, out: Path) -> dict:
@@ -194,12 +223,13 @@ def _write_onnx(encoder: Encoder, pre: Preprocess, out: Path, batch: int = 4) ->
     x = torch.rand(batch, pre.channels, pre.size, pre.size, generator=torch.Generator().manual_seed(0))
     path = out / EXPORT_ONNX
     # torch.export-based exporter (onnxscript); the batch size is a dynamic axis
-    torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["embeddings"], dynamo=True,
+    torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=[_output_name(encoder.level)],
+                      dynamo=True,
                       dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
     with torch.no_grad():
         expected = encoder(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"images": x.numpy()})[0]
+    got = session.run(None, {"images": x.numpy()})[0]  # the one output, whatever its name
     diff = float(np.abs(got - expected).max())
     scale = float(np.abs(expected).max())
     # float32 through two runtimes whose kernels sum in different orders: a few ulps of the largest value per
