@@ -301,7 +301,8 @@ def _load_cifar(name: str, cfg: DataConfig, log: Log) -> ImageDataset:
                 raise ValueError(f"corrupt CIFAR file {folder / fname}: no 'data' array and '{spec['label_key']}' list")
             labels = entry[spec["label_key"]]
             if not isinstance(entry["data"], np.ndarray) or not all(isinstance(v, int) for v in labels):
-                raise ValueError(f"corrupt CIFAR file {folder / fname}: 'data' must be an array and the labels integers")
+                raise ValueError(f"corrupt CIFAR file {folder / fname}: 'data' must be an array, the labels "
+                                 f"integers")
             x = np.asarray(entry["data"], dtype=np.uint8)
             if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(entry[spec["label_key"]]):
                 raise ValueError(f"corrupt CIFAR file {folder / fname}: data of shape {x.shape}, "
