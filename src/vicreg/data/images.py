@@ -299,8 +299,8 @@ def _load_cifar(name: str, cfg: DataConfig, log: Log) -> ImageDataset:
             entry = _unpickle(folder / fname)
             if "data" not in entry or not isinstance(entry.get(spec["label_key"]), (list, tuple)):
                 raise ValueError(f"corrupt CIFAR file {folder / fname}: no 'data' array and '{spec['label_key']}' list")
-            labels = entry[spec["label_key"]]
-            if not isinstance(entry["data"], np.ndarray) or not all(isinstance(v, int) for v in labels):
+            given = entry[spec["label_key"]]
+            if not isinstance(entry["data"], np.ndarray) or not all(isinstance(v, int) for v in given):
                 raise ValueError(f"corrupt CIFAR file {folder / fname}: 'data' must be an array, the labels "
                                  f"integers")
             x = np.asarray(entry["data"], dtype=np.uint8)
