@@ -92,3 +92,44 @@ def test_extract_outputs_gives_every_level():
     assert torch.allclose(only["embedding"], feats["embedding"], atol=1e-6)
     with pytest.raises(ValueError, match="unknown feature level 'logits'"):
         extract_outputs(model, batches, 8, levels=("logits",))
+
+
+def _ridge_reference(x, y, xt, yt, alphas):
+    """ridge_r2 written the slow, obvious way: a linear solve for every alpha (float64)."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    x, xt = (x - mean) / std, (xt - mean) / std
+
+    def fit(a, b, alpha):
+        am, bm = a.mean(0), b.mean(0)
+        w = torch.linalg.solve((a - am).T @ (a - am) + alpha * len(a) * torch.eye(a.shape[1], dtype=a.dtype),
+                               (a - am).T @ (b - bm))
+        return w, bm - am @ w
+
+    def r2(pred, truth):
+        return float((1 - ((truth - pred) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)).mean())
+
+    cut = len(x) * 4 // 5
+    best = max(alphas, key=lambda al: r2(x[cut:] @ fit(x[:cut], y[:cut], al)[0] + fit(x[:cut], y[:cut], al)[1],
+                                         y[cut:]))
+    w, b = fit(x, y, best)
+    return r2(xt @ w + b, yt)
+
+
+def test_ridge_r2_decomposes_once_per_fit_and_equals_a_solve_per_alpha(monkeypatch):
+    from vicreg.evaluate import ridge_r2
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    y = x @ w + 0.5 * torch.randn(200, 2, generator=g, dtype=torch.float64)
+    alphas = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+    calls = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: calls.append(1) or eigh(m))
+    got = ridge_r2(x[:150], y[:150], x[150:], y[150:], alphas)
+    assert len(calls) == 2  # the fit rows' and all rows', not one per alpha
+    # float64: the eigendecomposition and a direct solve agree to rounding of well-conditioned 6x6 systems
+    assert got == pytest.approx(_ridge_reference(x[:150], y[:150], x[150:], y[150:], alphas), abs=1e-10)
+    assert 0.5 < got < 1.0
+    noise = torch.randn(200, 1, generator=g, dtype=torch.float64)
+    assert ridge_r2(x[:150], noise[:150], x[150:], noise[150:]) < 0.1
