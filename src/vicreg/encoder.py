@@ -26,6 +26,7 @@ from .augment import resize_images
 from .backbones import input_size
 from .config import ModelConfig, config_from_dict
 from .data import native_size
+from .errors import first_line
 from .models import build_model
 from .rundir import CHECKPOINT, load_checkpoint, write_json
 
@@ -124,7 +125,7 @@ def _from_checkpoint(path: Path, level: str) -> tuple[Encoder, Preprocess, dict]
     try:
         encoder.load_state_dict(kept)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit the model of its own config ({str(e).splitlines()[0][:200]})") from None
+        raise ValueError(f"{path} does not fit the model of its own config ({first_line(e)})") from None
     native = native_size(cfg.data)
     size = ckpt.get("input_size") or input_size(cfg.model.backbone, native, cfg.data.image_size, log=lambda m: None)
     pre = Preprocess(int(size), channels, tuple(encoder.mean.flatten().tolist()), tuple(encoder.std.flatten().tolist()),
@@ -195,7 +196,7 @@ def export_encoder(run_dir: Path | str, fmt: str = "safetensors", out: Path | st
     except ImportError as e:
         raise ValueError(f"vicreg export needs {e.name or 'its extras'}: pip install \"vicreg[export]\"") from None
     except RuntimeError as e:
-        raise ValueError(f"export of {source} failed: {(str(e).strip().splitlines() or [''])[0][:200]}") from None
+        raise ValueError(f"export of {source} failed: {first_line(e)}") from None
     write_json(out / EXPORT_JSON, meta)
     return meta
 

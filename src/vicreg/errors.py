@@ -12,3 +12,10 @@ class FollowedRank0(RuntimeError):
 
 class NodeConfigError(ValueError):
     """A set-up error every process of one node has alike (e.g. more processes than GPUs): local rank 0 says it."""
+
+
+def first_line(e: BaseException, limit: int | None = 200, default: str = "") -> str:
+    """The first line of ``e``'s message (``default`` when it has none), cut to ``limit`` characters: what a
+    one-line error quotes of an exception from below (torch, PIL, pickle)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else default)[:limit]

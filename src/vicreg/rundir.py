@@ -35,6 +35,7 @@ from torch import Tensor
 
 from . import __version__
 from .config import Config, config_from_dict, config_to_dict, save_yaml
+from .errors import first_line
 
 __all__ = ["RUN_FORMAT", "create_run_dir", "run_format", "read_config", "read_config_dict", "same_config",
            "is_finished", "read_metrics", "read_knn", "read_diagnostics", "read_summary", "write_json",
@@ -241,7 +242,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [""])[0][:200]
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
         raise OSError(f"could not write {path}: {reason} (nothing was left half-written)") from None
 
 
@@ -323,7 +324,7 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
         raise ValueError(f"refused {path}: it holds objects other than tensors and plain values, which could run "
                          f"code when loaded (torch.load with weights_only=True refused it)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        reason = first_line(e, 160, default=type(e).__name__)
         raise ValueError(f"{path} is not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not a vicreg checkpoint (it holds a {type(ckpt).__name__})")

@@ -23,6 +23,7 @@ from .config import Config
 from .data import Batches, ImageDataset, load_dataset
 from .device import autocast_dtype, resolve_device
 from .diagnostics import collapse_diagnostics
+from .errors import first_line
 from .evaluate import (
     LEVELS,
     extract_outputs,
@@ -84,7 +85,7 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, default=type(e).__name__)
         raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.yaml'} ({first}); was "
                          f"it copied from another run?") from None
     model.to(dev).eval()

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .augment import TwoViews
 from .config import Config, LossConfig, TrainConfig
 from .distributed import all_gather_stack, all_reduce_sum, world_size
+from .errors import first_line
 from .loss import LossTerms, vicreg_loss
 
 __all__ = ["PerViewBatchNorm1d", "PerViewBatchNorm2d", "per_view_batch_norm", "per_view_batchnorm", "stack_views",
@@ -343,7 +344,7 @@ class Step:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         except Exception as e:  # any compiler failure: say why once, train eagerly
-            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            reason = f"{type(e).__name__}: {first_line(e, None)}"[:300]
             self.fallback = reason
             self.log(f"warning: train.compile failed, training eagerly instead ({reason})")
             with torch.no_grad():

@@ -46,7 +46,7 @@ from .distributed import (
     gather_with_grad,
     init_from_env,
 )
-from .errors import FollowedRank0, JobStopped
+from .errors import FollowedRank0, JobStopped, first_line
 from .evaluate import extract_outputs, knn_accuracy, raw_pixel_features
 from .models import VICReg, build_model
 from .optim import build_optimizer, load_optimizer_state, peak_lr, set_learning_rate
@@ -304,7 +304,7 @@ def restore(s: Session) -> Progress:
         s.model.load_state_dict(ckpt["model"])
         load_optimizer_state(s.optimizer, ckpt["optimizer"])
     except (KeyError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:200]
+        first = first_line(e)
         raise ValueError(f"{s.run_dir / CHECKPOINT} does not fit this run's model and optimiser ({first}); "
                          f"was it copied from another run?") from None
     ranks = ckpt["rng"].get("ranks", [ckpt["rng"]])
@@ -714,7 +714,7 @@ def _lost_peer(e: BaseException) -> bool:
 
 
 def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
-    first = (str(e).strip().splitlines() or [""])[0][:200]
+    first = first_line(e)
     try:
         where = f"the last checkpoint (step {load_checkpoint(run_dir)['step']}) is intact"
     except (OSError, ValueError, KeyError):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import DataConfig
+from ..errors import first_line
 from .dataset import Log
 
 DEFAULT_ROOT = "~/.cache/vicreg/data"  # torchvision downloads land here when no data_dir is given
@@ -30,6 +31,6 @@ def tv_download(name: str, factory: Callable[[str], object], root: Path, log: Lo
     try:
         factory(str(root))
     except Exception as e:  # network errors, checksum mismatches, full disk...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first_line(e, None)
         raise RuntimeError(f"downloading {name} into {root} failed ({type(e).__name__}: {first}); download it "
                            f"elsewhere and pass --data.data_dir, or see the vicreg.data docstring") from e

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ..augment import resize_images
 from ..config import DataConfig
+from ..errors import first_line
 from .dataset import ImageDataset, Log, Split, make_dataset
 
 FOLDER_IN_MEMORY_LIMIT = 2 * 1024**3  # decoded bytes above which an image folder is streamed
@@ -54,7 +55,7 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)  # wh
 
 
 def cannot_decode(path: str, e: BaseException) -> ValueError:
-    return ValueError(f"cannot decode {path} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); fix or "
+    return ValueError(f"cannot decode {path} ({type(e).__name__}: {first_line(e, 120)}); fix or "
                       f"remove it, or set --data.skip_bad_images true to train without the files that fail")
 
 
