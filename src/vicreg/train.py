@@ -638,7 +638,8 @@ def finish(s: Session, p: Progress, meter: Meter, start_step: int) -> RunResult:
     interrupted = p.step < s.total_steps
     result = RunResult(s.run_dir, p.step, p.step / s.steps_per_epoch, p.knn, {}, seconds,
                        2 * t.batch_size * (p.step - start_step) / max(seconds, 1e-9), interrupted,
-                       _resume_command(s) if interrupted else "", start_step / s.steps_per_epoch)
+                       _resume_command(s.dist.world, s.run_dir) if interrupted else "",
+                       start_step / s.steps_per_epoch)
     if interrupted or not s.dist.main:
         return result
     share = meter.data_wait / max(seconds, 1e-9)
@@ -700,9 +701,18 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False,
         lock.release()
 
 
-def _resume_command(s: Session) -> str:
-    launcher = f"torchrun --nproc-per-node {s.dist.world} -m vicreg" if s.dist.world > 1 else "vicreg"
-    return f"{launcher} train --resume {s.run_dir}"
+def _resume_command(world: int, run_dir: Path) -> str:
+    """The command that continues the run in ``run_dir`` with ``world`` processes."""
+    launcher = f"torchrun --nproc-per-node {world} -m vicreg" if world > 1 else "vicreg"
+    return f"{launcher} train --resume {run_dir}"
+
+
+def _last_checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's checkpoint, None when there is none (or none readable)."""
+    try:
+        return int(load_checkpoint(run_dir)["step"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _lost_peer(e: BaseException) -> bool:
@@ -714,14 +724,11 @@ def _lost_peer(e: BaseException) -> bool:
 
 
 def _stopped_message(e: BaseException, dist: Dist, run_dir: Path) -> str:
-    first = first_line(e)
-    try:
-        where = f"the last checkpoint (step {load_checkpoint(run_dir)['step']}) is intact"
-    except (OSError, ValueError, KeyError):
-        where = "no checkpoint was written yet"
+    step = _last_checkpoint_step(run_dir)
+    where = "no checkpoint was written yet" if step is None else f"the last checkpoint (step {step}) is intact"
     cause = "" if isinstance(e, JobStopped) else "; another process probably died, see its log"
-    return (f"rank {dist.rank}: the job stopped ({type(e).__name__}: {first}){cause}. In {run_dir} {where}; "
-            f"resume with: torchrun --nproc-per-node {dist.world} -m vicreg train --resume {run_dir}")
+    return (f"rank {dist.rank}: the job stopped ({type(e).__name__}: {first_line(e)}){cause}. In {run_dir} {where}; "
+            f"resume with: {_resume_command(dist.world, run_dir)}")
 
 
 def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunResult:
@@ -746,7 +753,7 @@ def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunR
                 if stop.last_saved_step != p.step:  # not saved after this very step already
                     save(s, p, meter, stop)
                 s.log(f"stopped ({stop.reason()}) at step {p.step}: checkpoint saved; resume with: "
-                      f"{_resume_command(s)}")
+                      f"{_resume_command(s.dist.world, s.run_dir)}")
             stop.vote.close()
     except FloatingPointError as e:
         message = f"{e}. {_saved(s)}"
@@ -759,8 +766,7 @@ def _run(s: Session, p: Progress, on_step: Callable[[int], None] | None) -> RunR
 
 def _saved(s: Session) -> str:
     """What a stopped run can resume from, in words (never a claim about a checkpoint that is not there)."""
-    try:
-        step = load_checkpoint(s.run_dir)["step"]
-    except (OSError, ValueError, KeyError):
-        return f"No checkpoint was written yet ({_resume_command(s)} starts the run again from step 0)"
-    return f"The last checkpoint (step {step}), saved before it, is intact: resume with {_resume_command(s)}"
+    step, command = _last_checkpoint_step(s.run_dir), _resume_command(s.dist.world, s.run_dir)
+    if step is None:
+        return f"No checkpoint was written yet ({command} starts the run again from step 0)"
+    return f"The last checkpoint (step {step}), saved before it, is intact: resume with {command}"
