@@ -25,7 +25,7 @@ from . import __version__
 from .augment import resize_images
 from .backbones import input_size
 from .config import ModelConfig, config_from_dict
-from .data import native_size
+from .data import image_array, native_size
 from .errors import first_line
 from .models import build_model
 from .rundir import CHECKPOINT, load_checkpoint, write_json
@@ -80,7 +80,7 @@ class Preprocess:
             if side != native:  # as the dataset stored it: uint8 at the native size
                 x = resize_images(x, native).mul_(255).round_().to(torch.uint8)
         else:
-            x = torch.stack([torch.from_numpy(_pil_array(im, native, self.channels)) for im in _as_list(images)])
+            x = torch.stack([torch.from_numpy(image_array(im, native, self.channels == 1)) for im in _as_list(images)])
         return resize_images(x, self.size)  # as training fed it
 
     def to_dict(self) -> dict:
@@ -92,21 +92,6 @@ class Preprocess:
 
 def _as_list(images) -> list:
     return list(images) if isinstance(images, Sequence) else [images]
-
-
-def _pil_array(image, size: int, channels: int):
-    """A PIL image -> uint8 (C, size, size), as vicreg.data.decode_image does with a file."""
-    import numpy as np
-    from PIL import Image
-
-    mode = "L" if channels == 1 else "RGB"
-    im = image.convert(mode)
-    w, h = im.size
-    side = min(w, h)
-    left, top = (w - side) / 2.0, (h - side) / 2.0
-    im = im.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
-    a = np.array(im, dtype=np.uint8)
-    return a[None] if channels == 1 else a.transpose(2, 0, 1).copy()
 
 
 def _build(model_cfg: ModelConfig, channels: int, level: str) -> Encoder:

@@ -55,7 +55,7 @@ looked for, torchvision downloads), ``images`` (digits, MNIST, Fashion-MNIST, CI
 from .batches import Batches, epoch_permutation
 from .dataset import ImageDataset, Log, Split, spread_subset
 from .download import DEFAULT_ROOT
-from .folder import ImageFiles, decode_image
+from .folder import ImageFiles, decode_image, image_array
 from .images import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx
 from .registry import LOADERS, load_dataset, native_size
 
@@ -65,6 +65,7 @@ __all__ = [
     "Log",
     "Batches",
     "load_dataset",
+    "image_array",
     "native_size",
     "LOADERS",
     "DEFAULT_ROOT",

@@ -28,16 +28,22 @@ def decode_image(path: str | os.PathLike, size: int, grey: bool) -> np.ndarray:
     """Decode ``path`` to uint8 (C, size, size): shorter side resized to ``size`` (antialiased), centre crop."""
     from PIL import Image
 
-    mode = "L" if grey else "RGB"
     with Image.open(path) as im:
-        im.draft(mode, (size, size))  # JPEG: decode at a reduced scale that is still >= size
-        im = im.convert(mode)
-        w, h = im.size
-        side = min(w, h)
-        left, top = (w - side) / 2.0, (h - side) / 2.0
-        # crop box in source coordinates, then one antialiased (bilinear, widened on downscale) resample
-        im = im.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
-        a = np.array(im, dtype=np.uint8)  # a writable copy
+        im.draft("L" if grey else "RGB", (size, size))  # JPEG: decode at a reduced scale that is still >= size
+        return image_array(im, size, grey)
+
+
+def image_array(image, size: int, grey: bool) -> np.ndarray:
+    """A PIL image -> uint8 (C, size, size): grey or RGB, the centred square resized to ``size``."""
+    from PIL import Image
+
+    im = image.convert("L" if grey else "RGB")
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) / 2.0, (h - side) / 2.0
+    # crop box in source coordinates, then one antialiased (bilinear, widened on downscale) resample
+    im = im.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    a = np.array(im, dtype=np.uint8)  # a writable copy
     return a[None] if grey else a.transpose(2, 0, 1)
 
 
