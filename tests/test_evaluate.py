@@ -95,41 +95,43 @@ def test_extract_outputs_gives_every_level():
 
 
 def _ridge_reference(x, y, xt, yt, alphas):
-    """ridge_r2 written the slow, obvious way: a linear solve for every alpha (float64)."""
+    """ridge_r2 written the slow, obvious way (float64): the strength picked by refitting without each
+    training row in turn (a linear solve per row and alpha), then one solve on all rows."""
     mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
     x, xt = (x - mean) / std, (xt - mean) / std
+    y_mean = y.mean(0)
+    y = y - y_mean
 
     def fit(a, b, alpha):
-        am, bm = a.mean(0), b.mean(0)
-        w = torch.linalg.solve((a - am).T @ (a - am) + alpha * len(a) * torch.eye(a.shape[1], dtype=a.dtype),
-                               (a - am).T @ (b - bm))
-        return w, bm - am @ w
+        return torch.linalg.solve(a.T @ a + alpha * len(x) * torch.eye(a.shape[1], dtype=a.dtype), a.T @ b)
 
-    def r2(pred, truth):
-        return float((1 - ((truth - pred) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)).mean())
+    def loo(alpha):
+        rows = torch.arange(len(x))
+        return sum(float(((x[i] @ fit(x[rows != i], y[rows != i], alpha) - y[i]) ** 2).sum()) for i in rows)
 
-    cut = len(x) * 4 // 5
-    best = max(alphas, key=lambda al: r2(x[cut:] @ fit(x[:cut], y[:cut], al)[0] + fit(x[:cut], y[:cut], al)[1],
-                                         y[cut:]))
-    w, b = fit(x, y, best)
-    return r2(xt @ w + b, yt)
+    best = min(alphas, key=loo)
+    pred = xt @ fit(x, y, best) + y_mean
+    return float((1 - ((yt - pred) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)).mean()), best
 
 
-def test_ridge_r2_decomposes_once_per_fit_and_equals_a_solve_per_alpha(monkeypatch):
+def test_ridge_r2_decomposes_once_and_equals_refits_without_each_row(monkeypatch):
     from vicreg.evaluate import ridge_r2
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(80, 6, generator=g, dtype=torch.float64)
     w = torch.randn(6, 2, generator=g, dtype=torch.float64)
-    y = x @ w + 0.5 * torch.randn(200, 2, generator=g, dtype=torch.float64)
+    y = x @ w + 0.5 * torch.randn(80, 2, generator=g, dtype=torch.float64)
     alphas = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
     calls = []
     eigh = torch.linalg.eigh
     monkeypatch.setattr(torch.linalg, "eigh", lambda m: calls.append(1) or eigh(m))
-    got = ridge_r2(x[:150], y[:150], x[150:], y[150:], alphas)
-    assert len(calls) == 2  # the fit rows' and all rows', not one per alpha
-    # float64: the eigendecomposition and a direct solve agree to rounding of well-conditioned 6x6 systems
-    assert got == pytest.approx(_ridge_reference(x[:150], y[:150], x[150:], y[150:], alphas), abs=1e-10)
+    got = ridge_r2(x[:60], y[:60], x[60:], y[60:], alphas)
+    assert len(calls) == 1  # one eigendecomposition, whatever the number of alphas
+    # float64: the closed-form leave-one-out and 60 x 7 direct refits agree to rounding of 6x6 systems
+    expected, best = _ridge_reference(x[:60], y[:60], x[60:], y[60:], alphas)
+    assert got == pytest.approx(expected, abs=1e-10)
     assert 0.5 < got < 1.0
-    noise = torch.randn(200, 1, generator=g, dtype=torch.float64)
-    assert ridge_r2(x[:150], noise[:150], x[150:], noise[150:]) < 0.1
+    assert best <= 1.0  # a strong signal: a weak ridge
+    noise = torch.randn(80, 1, generator=g, dtype=torch.float64)
+    assert _ridge_reference(x[:60], noise[:60], x[60:], noise[60:], alphas)[1] >= 10.0  # noise: shrink it all
+    assert ridge_r2(x[:60], noise[:60], x[60:], noise[60:]) < 0.1

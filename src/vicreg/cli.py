@@ -171,6 +171,8 @@ def _add_world_model_commands(sub) -> None:
     ep.add_argument("--horizons", type=_at_least(1), nargs="+", default=[1, 2, 4, 8],
                     help="roll-out horizons (default 1 2 4 8)")
     ep.add_argument("--sequences", type=_at_least(1), default=4, help="test sequences in the picture (default 4)")
+    ep.add_argument("--probe-frames", type=_at_least(10), default=3200,
+                    help="training frames (whole sequences, evenly spread) that train the probes (default 3200)")
     ep.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
 
@@ -349,7 +351,7 @@ def _cmd_eval_predictor(args) -> int:
     from .worldmodel import evaluate_predictor, format_rollout_table
 
     report = evaluate_predictor(args.run_dir, device=args.device, horizons=tuple(args.horizons),
-                                figure_sequences=args.sequences)
+                                figure_sequences=args.sequences, probe_frames=args.probe_frames)
     print(format_rollout_table(report))
     for path in report["figures"]:
         print(f"wrote {path}")

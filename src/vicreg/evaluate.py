@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -175,10 +175,13 @@ def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
              alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> float:
     """R^2 on the test set of a linear regression (ridge) from features (N, D) to targets (N, Q).
 
-    Features are standardised with the training statistics and the targets centred; the ridge strength
-    (times the number of training rows) is picked from ``alphas`` on the last fifth of the training rows,
-    then refitted on all of them. The R^2 is averaged over the Q targets (1 = perfect, 0 = no better than
-    the training mean, negative = worse). Solved in float64 through the eigendecomposition of X^T X.
+    Features are standardised with the training statistics, features and targets centred on the training
+    means; the ridge strength (times the number of training rows) is the one of ``alphas`` with the lowest
+    leave-one-out error on the training rows. The R^2 is averaged over the Q targets (1 = perfect, 0 = no
+    better than the training mean, negative = worse). Solved in float64 through one eigendecomposition of
+    X^T X, which gives the weights and the exact leave-one-out residuals of every strength:
+    with X^T X = V diag(l) V^T and U = X V, the fit is U diag(1 / (l + a)) U^T y, the hat matrix's diagonal
+    h_i = sum_j U_ij^2 / (l_j + a), and the residual of row i left out is (y_i - fit_i) / (1 - h_i).
     """
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"ridge_r2 needs (N, D) features with the same D, got {tuple(train_x.shape)} and "
@@ -189,32 +192,23 @@ def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
     x, xt = train_x.double().cpu(), test_x.double().cpu()
     y, yt = train_y.double().cpu().reshape(len(x), -1), test_y.double().cpu().reshape(len(xt), -1)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
-    x, xt = (x - mean) / std, (xt - mean) / std
+    x, xt = (x - mean) / std, (xt - mean) / std  # x is centred now
+    y_mean = y.mean(0)
+    y = y - y_mean
+    evals, evecs = torch.linalg.eigh(x.T @ x)
+    evals = evals.clamp_min(0)  # rounding can leave tiny negative eigenvalues of a PSD matrix
+    u = x @ evecs  # (N, D)
+    projected = u.T @ y  # (D, Q)
+    u2 = u * u
 
-    def solver(a: Tensor, b: Tensor) -> Callable[[float], tuple[Tensor, Tensor]]:
-        """One eigendecomposition of the centred A^T A; then the weights and bias of any ridge strength cheaply."""
-        am, bm = a.mean(0), b.mean(0)
-        evals, evecs = torch.linalg.eigh((a - am).T @ (a - am))
-        projected = evecs.T @ ((a - am).T @ (b - bm))
+    def loo_error(alpha: float) -> float:
+        inverse = 1.0 / (evals + alpha * len(x))
+        fitted = u @ (projected * inverse[:, None])
+        leverage = (u2 @ inverse).clamp_max(1 - 1e-12)
+        return float((((y - fitted) / (1 - leverage)[:, None]) ** 2).sum())
 
-        def fit(alpha: float) -> tuple[Tensor, Tensor]:
-            w = evecs @ (projected / (evals + alpha * len(a)).unsqueeze(1))
-            return w, bm - am @ w
-
-        return fit
-
-    def r2(pred: Tensor, truth: Tensor) -> float:
-        ss_res = ((truth - pred) ** 2).sum(0)
-        ss_tot = ((truth - truth.mean(0)) ** 2).sum(0).clamp_min(1e-12)
-        return float((1 - ss_res / ss_tot).mean())
-
-    cut = len(x) * 4 // 5
-    on_fit_rows = solver(x[:cut], y[:cut])  # two eigendecompositions in all, whatever the number of alphas
-
-    def validation_r2(alpha: float) -> float:
-        w, b = on_fit_rows(alpha)
-        return r2(x[cut:] @ w + b, y[cut:])
-
-    best = max(alphas, key=validation_r2)
-    w, b = solver(x, y)(best)
-    return r2(xt @ w + b, yt)
+    best = min(alphas, key=loo_error)
+    pred = xt @ (evecs @ (projected / (evals + best * len(x))[:, None])) + y_mean
+    ss_res = ((yt - pred) ** 2).sum(0)
+    ss_tot = ((yt - yt.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+    return float((1 - ss_res / ss_tot).mean())

@@ -88,6 +88,14 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def select(self, index: Tensor) -> Sequences:
+        """The sequences at ``index`` (a 1-D long tensor), with their labels."""
+        def pick(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[index]
+
+        return Sequences(self.frames[index], pick(self.positions), pick(self.velocities), pick(self.actions),
+                         pick(self.distractors), pick(self.classes), list(self.class_names), pick(self.sprite_images))
+
     def frames_flat(self) -> Tensor:
         """All frames, sequence-major: uint8 (N*T, C, H, W) (a view when ``frames`` is contiguous)."""
         n, t, c, h, w = self.frames.shape

@@ -27,6 +27,8 @@ __all__ = ["train_predictor", "evaluate_predictor", "format_rollout_table", "loa
 
 Log = Callable[[str], None]
 
+PROBE_FRAMES = 3200  # training frames embedded by eval-predictor: the probes' training set
+
 
 def train_predictor(run_dir: Path | str, cfg: PredictorConfig | None = None, device: str = "auto",
                     log: Log = print) -> FitResult:
@@ -80,34 +82,64 @@ def nearest_frames(pred: Tensor, bank: Tensor) -> Tensor:
     return idx.view(pred.shape[:-1])
 
 
+def spread(n: int, count: int) -> Tensor:
+    """``min(n, count)`` indices evenly spread over 0..n-1 (all of them when count >= n)."""
+    if count >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, max(count, 1)).round().long()
+
+
+class _Stages:
+    """One log line per finished stage of a long command, with its seconds: the command's progress."""
+
+    def __init__(self, log: Log):
+        self.log, self.t = log, time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        self.log(f"{what} ({now - self.t:.1f} s)")
+        self.t = now
+
+
 def evaluate_predictor(run_dir: Path | str, device: str = "auto", horizons: tuple[int, ...] = (1, 2, 4, 8),
-                       figure_sequences: int = 4, log: Log = print) -> dict:
+                       figure_sequences: int = 4, probe_frames: int = PROBE_FRAMES, log: Log = print) -> dict:
     """Roll-out errors of the trained predictor and the two baselines, the probes, and the pictures;
-    writes run_dir/predictor/eval.json and returns it."""
+    writes run_dir/predictor/eval.json and returns it.
+
+    Every test sequence is embedded; of the training sequences only an evenly spread subset of about
+    ``probe_frames`` frames, which trains the probes and is the bank of the picture's nearest frames.
+    ``log`` gets one line per finished stage."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     check_video_run(run_dir)
     out = run_dir / PREDICTOR
     if not (out / PREDICTOR_WEIGHTS).exists():
         raise FileNotFoundError(f"no predictor in {out}: train one first with vicreg train-predictor {run_dir}")
+    stage = _Stages(log)
     run = load_run(run_dir, device, log=lambda _: None)
     fit = load_predictor(out / PREDICTOR_WEIGHTS)
     if (out / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
         run.model.load_state_dict(torch.load(out / PREDICTOR_ENCODER, map_location=run.device, weights_only=True))
     cfg = fit.cfg
-    train_seq, test_seq = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
-    emb_train, emb_test = embed_sequences(run, train_seq), embed_sequences(run, test_seq)
+    train_all, test_seq = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
     frames = test_seq.frames.shape[1]
+    train_seq = train_all.select(spread(len(train_all), probe_frames // frames))
+    stage.done(f"loaded the run, its predictor and {len(train_all)} + {len(test_seq)} sequences on {run.device}")
+    emb_train, emb_test = embed_sequences(run, train_seq), embed_sequences(run, test_seq)
+    stage.done(f"embedded {len(test_seq)} test and {len(train_seq)} training sequences "
+               f"({(len(test_seq) + len(train_seq)) * frames} frames)")
     horizons = tuple(h for h in horizons if max(cfg.context, 2) + h <= frames)
     if not horizons:
         raise ValueError(f"sequences of {frames} frames leave no room to roll out after {cfg.context} context frames")
     test_actions = actions_of(test_seq, cfg) if fit.action_dim else None
     errors = rollout_errors(fit.model, fit.norm, emb_test, test_actions, horizons)
+    stage.done(f"roll-out errors at horizons {', '.join(map(str, horizons))}")
     probes = probe_report(emb_train, emb_test, train_seq, test_seq)
+    stage.done(f"linear probes of {', '.join(probes) or 'nothing (no labels)'}")
 
     # the picture: real next frames beside the training frames nearest to the predicted embeddings
     h_max, k = max(horizons), cfg.context
-    shown = torch.linspace(0, len(test_seq) - 1, min(figure_sequences, len(test_seq))).round().long()
+    shown = spread(len(test_seq), figure_sequences)
     pred = rollout(fit.model, fit.norm, emb_test[shown], k, h_max,
                    None if test_actions is None else test_actions[shown])
     bank = fit.norm.normalize(emb_train.flatten(0, 1))
@@ -120,9 +152,11 @@ def evaluate_predictor(run_dir: Path | str, device: str = "auto", horizons: tupl
                         out / "predictions", formats=("png",))
     paths += save_figure(fig_rollout_errors(errors, title=f"{run_dir.name}: roll-out error on the test sequences\n"
                                                           f"{what}"), out / "rollout_error")
+    stage.done("drew the pictures")
     report = {"run_dir": str(run_dir), "predictor": asdict(cfg), "horizons": list(horizons),
               "rollout_mse": {m: {str(h): v for h, v in e.items()} for m, e in errors.items()},
-              "probes_r2": probes, "figures": [str(p) for p in paths], "device": str(run.device),
+              "probes_r2": probes, "probe_train_sequences": len(train_seq),
+              "figures": [str(p) for p in paths], "device": str(run.device),
               "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / EVAL, report)
     return report
