@@ -13,7 +13,7 @@ from vicreg.config import DataConfig, VideoConfig
 from vicreg.data import FASHION_MNIST_CLASSES, load_dataset
 from vicreg.data.video import (
     Sequences,
-    _sprite_bank,
+    sprite_bank,
     generate_sprites,
     load_moving_mnist,
     load_moving_mnist_dataset,
@@ -109,7 +109,7 @@ def test_single_sprite_is_drawn_at_its_rounded_position_and_nowhere_else():
 
 def test_sprites_and_classes_come_from_their_split_only():
     cfg = small(objects=2)
-    banks = {split: _sprite_bank(cfg, split, None, False, quiet) for split in ("train", "test")}
+    banks = {split: sprite_bank(cfg, split, None, False, quiet) for split in ("train", "test")}
     for split in ("train", "test"):
         s = generate_sprites(cfg, split)
         for split_bank in ("train", "test"):

@@ -37,7 +37,9 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "Config",
+    "PlanConfig",
     "PredictorConfig",
+    "plan_config",
     "predictor_config",
     "build_config",
     "config_from_dict",
@@ -241,6 +243,26 @@ class PredictorConfig:
 
 
 @dataclass
+class PlanConfig:
+    """Planning toward a goal frame with the world model (vicreg.worldmodel.plan, ``vicreg plan``): model-
+    predictive control over the predictor's roll-outs, executed closed loop in the sprite simulator."""
+
+    planner: Literal["cem", "mppi", "gd"] = "cem"  # cross-entropy method, MPPI, or gradient descent on actions
+    horizon: int = 8  # pushes planned ahead (steps of the predictor's roll-out)
+    samples: int = 100  # candidate push sequences per episode and iteration (gd: parallel starts)
+    iterations: int = 4  # cem/mppi: refits of the sampling distribution; gd: iterations x 5 gradient steps
+    elites: int = 10  # cem: the best samples the distribution is refitted to
+    temperature: float = 0.05  # mppi: softmax temperature on the costs, as a fraction of their spread
+    gd_lr: float = 0.2  # gd: Adam's learning rate on the pushes
+    replan_every: int = 1  # simulator steps between plans (closed loop: each plan starts from real frames)
+    episodes: int = 200  # the fixed, seeded set of start states and goals
+    steps: int = 20  # pushes per episode
+    success_distance: float = 3.0  # pixels between the sprite's final position and its position in the goal frame
+    seed: int = 0  # episodes, leaves and the planners' sampling
+    device: str = "auto"
+
+
+@dataclass
 class Config:
     preset: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -399,6 +421,22 @@ def predictor_config(data: dict | None = None) -> PredictorConfig:
     _check(cfg.lr > 0 and cfg.encoder_lr > 0, "predictor.lr", cfg.lr, "learning rates must be > 0")
     _check(cfg.weight_decay >= 0, "predictor.weight_decay", cfg.weight_decay, "must be >= 0")
     _check(cfg.vicreg_weight >= 0, "predictor.vicreg_weight", cfg.vicreg_weight, "must be >= 0")
+    return cfg
+
+
+def plan_config(data: dict | None = None) -> PlanConfig:
+    """Build and validate a PlanConfig from a (possibly partial) dict (``--plan.key value`` overrides without
+    their prefix)."""
+    cfg = _from_dict(PlanConfig, dict(data or {}), "plan.")
+    for name in ("horizon", "iterations", "elites", "replan_every", "episodes", "steps"):
+        _check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
+    _check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")
+    _check(cfg.elites <= cfg.samples, "plan.elites", cfg.elites, f"must be <= plan.samples={cfg.samples}")
+    _check(cfg.replan_every <= cfg.horizon, "plan.replan_every", cfg.replan_every,
+           f"must be <= plan.horizon={cfg.horizon} (a plan holds horizon pushes)")
+    _check(cfg.temperature > 0, "plan.temperature", cfg.temperature, "must be > 0")
+    _check(cfg.gd_lr > 0, "plan.gd_lr", cfg.gd_lr, "must be > 0")
+    _check(cfg.success_distance > 0, "plan.success_distance", cfg.success_distance, "must be > 0 (pixels)")
     return cfg
 
 

@@ -129,3 +129,9 @@ PRESETS: dict[str, dict] = {
 # Longer schedules of a preset: the same recipe with more epochs (data, merged over the base preset).
 PRESETS["resnet18-fashion-long"] = {**PRESETS["resnet18-fashion"],
                                     "train": {**PRESETS["resnet18-fashion"]["train"], "epochs": 80}}
+# The sprites encoder with a pushed digit: sprite 0 gets a push at half of the steps, recorded as the action,
+# so that a predictor learns what a push does and a planner can search over pushes (vicreg plan).
+PRESETS["sprites-control"] = {**PRESETS["sprites"],
+                              "data": {"dataset": "sprites", "temporal_offset": 2,
+                                       "video": {**PRESETS["sprites"]["data"]["video"], "controlled": True,
+                                                 "push_p": 0.5}}}

@@ -53,6 +53,10 @@ __all__ = [
     "load_moving_mnist",
     "load_moving_mnist_dataset",
     "load_sprites_dataset",
+    "move",
+    "push",
+    "render_frames",
+    "sprite_bank",
 ]
 
 SPLITS = ("train", "test")
@@ -133,7 +137,7 @@ def _resize(images: Tensor, size: int) -> Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _sprite_bank(cfg: VideoConfig, split: str, data_dir: str | None, download: bool,
+def sprite_bank(cfg: VideoConfig, split: str, data_dir: str | None, download: bool,
                  log: Log) -> tuple[Tensor, Tensor, list[str]]:
     """Sprite images of ``split`` uint8 (S, 1, s, s) (s = cfg.sprite_size), their labels int64 (S,), class names."""
     if cfg.sprites == "digits":
@@ -158,6 +162,18 @@ def _generator(seed: int, split: str) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed * 2 + (split == "test"))
     return g
+
+
+def move(p: Tensor, v: Tensor, limit: float) -> tuple[Tensor, Tensor]:
+    """One frame of motion: positions ``p + v`` mirrored back into [0, limit], the velocities flipped where
+    they bounced. p, v: (..., 2) (any batch shape); returns the next positions and the velocities carried."""
+    return _bounce(p + v, v, limit)
+
+
+def push(v: Tensor, action: Tensor, max_speed: float) -> Tensor:
+    """The controlled sprite's velocity after a push: ``action`` added to ``v`` and the speed clipped to
+    ``max_speed`` (done at every step, pushed or not). v, action: (..., 2)."""
+    return _clip_speed(v + action, max_speed)
 
 
 def _bounce(p: Tensor, v: Tensor, limit: float) -> tuple[Tensor, Tensor]:
@@ -191,15 +207,15 @@ def _simulate(cfg: VideoConfig, n: int, g: torch.Generator) -> tuple[Tensor, Ten
     actions = None
     if cfg.controlled:
         pushed = torch.rand((n, t_len - 1), generator=g) < cfg.push_p
-        push = (2 * torch.rand((n, t_len - 1, 2), generator=g) - 1) * cfg.push
+        pushes = (2 * torch.rand((n, t_len - 1, 2), generator=g) - 1) * cfg.push
         actions = torch.zeros((n, t_len, 2))
-        actions[:, :-1] = torch.where(pushed[..., None], push, torch.zeros(()))
+        actions[:, :-1] = torch.where(pushed[..., None], pushes, torch.zeros(()))
     positions, velocities = torch.empty((n, t_len, k, 2)), torch.empty((n, t_len, k, 2))
     for t in range(t_len):
         if actions is not None:
-            v[:, 0] = _clip_speed(v[:, 0] + actions[:, t], cfg.max_speed)
+            v[:, 0] = push(v[:, 0], actions[:, t], cfg.max_speed)
         positions[:, t], velocities[:, t] = p, v
-        p, v = _bounce(p + v, v, limit)
+        p, v = move(p, v, limit)
     return positions, velocities, actions
 
 
@@ -210,7 +226,7 @@ def _box_index(top_left: Tensor, size: int, width: int) -> Tensor:
     return (top_left[..., 1] * width + top_left[..., 0])[..., None] + offsets
 
 
-def _render(cfg: VideoConfig, positions: Tensor, sprites: Tensor, leaves: Tensor | None) -> Tensor:
+def render_frames(cfg: VideoConfig, positions: Tensor, sprites: Tensor, leaves: Tensor | None) -> Tensor:
     """Frames uint8 (N, T, 1, H, W) from positions (N, T, K, 2), sprites uint8 (N, K, 1, s, s), leaves (N, T, M, 2).
 
     Sprites are pasted at their rounded positions on a black canvas and combined with max(), then the leaves
@@ -240,7 +256,7 @@ def _generate(cfg: VideoConfig, split: str, bank: Tensor, bank_labels: Tensor, n
         high = cfg.canvas - cfg.distractor_size + 1
         leaves = torch.randint(high, (n, cfg.length, cfg.distractors, 2), generator=g).float()
     sprites = bank[choice]  # (n, K, 1, s, s)
-    frames = _render(cfg, positions, sprites, leaves)
+    frames = render_frames(cfg, positions, sprites, leaves)
     return Sequences(frames, positions, velocities, actions, leaves, bank_labels[choice], list(names), sprites)
 
 
@@ -254,7 +270,7 @@ def generate_sprites(cfg: VideoConfig, split: str = "train", data_dir: str | Non
     """
     _check_split(split)
     _check_video(cfg)
-    bank, labels, names = _sprite_bank(cfg, split, data_dir, download, log)
+    bank, labels, names = sprite_bank(cfg, split, data_dir, download, log)
     return _generate(cfg, split, bank, labels, names)
 
 
@@ -348,7 +364,7 @@ def load_sprites_dataset(cfg: DataConfig, log: Log = print) -> ImageDataset:
     start = time.perf_counter()
     seqs = {}
     for split in SPLITS:
-        bank, labels, names = _sprite_bank(v, split, cfg.data_dir, cfg.download, log)
+        bank, labels, names = sprite_bank(v, split, cfg.data_dir, cfg.download, log)
         seqs[split] = _generate(v, split, bank, labels, names)
     seconds = time.perf_counter() - start
     ds = _video_dataset("sprites", seqs["train"].class_names, seqs["train"], seqs["test"], cfg.temporal_offset,

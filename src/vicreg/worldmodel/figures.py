@@ -1,5 +1,6 @@
-"""Figures of the world model (``vicreg eval-predictor``): roll-out error per horizon, and predicted frames
-shown as the training frames nearest to the predicted embeddings."""
+"""Figures of the world model: roll-out error per horizon, predicted frames shown as the training frames nearest
+to the predicted embeddings (``vicreg eval-predictor``), what the embedding keeps and drops (probe table), and
+planning (``vicreg plan``): planned vs executed paths, success against the planning horizon."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
 from ..plots.style import figure
 
-__all__ = ["fig_rollout_errors", "fig_predicted_frames"]
+__all__ = ["fig_rollout_errors", "fig_predicted_frames", "fig_probe_table", "fig_trajectories", "fig_success_horizon"]
 
 ROLLOUT_STYLES = {"predictor": ("predictor", "C0", "o-"), "last": ("next = last", "C3", "s--"),
                   "linear": ("linear extrapolation", "C2", "^:")}
@@ -77,4 +79,106 @@ def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, 
     fig.suptitle((title + "\n" if title else "") + f"top rows: {context} context frames, then the real next frames "
                  f"(green); bottom rows: the training frame nearest to each predicted embedding (blue){note}",
                  fontsize=8)
+    return fig
+
+
+PROBE_NOTES = {"position": "keep", "velocity": "keep", "distractors": "drop"}
+
+
+def fig_probe_table(setups: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]], seeds: int = 1) -> Figure:
+    """What each training set-up's embedding keeps and drops: linear-probe R^2 per target (position and
+    velocity should be kept, the leaves dropped), the embedding beside raw pixels, mean +- std over seeds.
+
+    setups: {set-up: {target: {"embedding" | "raw pixels": {"mean", "std"}}}} (a plain float is a mean)."""
+    names = list(setups)
+    targets = list(next(iter(setups.values())))
+    fig = figure(2.2 + 2.6 * len(targets), 3.8)
+    width = 0.8 / (len(names) + 1)
+
+    def stat(v) -> tuple[float, float]:
+        return (float(v["mean"]), float(v.get("std", 0.0))) if isinstance(v, Mapping) else (float(v), 0.0)
+
+    for i, target in enumerate(targets):
+        ax = fig.add_subplot(1, len(targets), i + 1)
+        bars = [(name, *stat(setups[name][target]["embedding"])) for name in names]
+        bars.append(("raw pixels", *stat(setups[names[0]][target]["raw pixels"])))
+        for j, (label, mean, std) in enumerate(bars):
+            color = "0.6" if label == "raw pixels" else f"C{j}"
+            ax.bar(j * width, mean, width * 0.9, yerr=std if seeds > 1 else None, color=color, capsize=3,
+                   label=label if i == 0 else None)
+            ax.text(j * width, max(mean, 0) + 0.02, f"{mean:.2f}", ha="center", fontsize=7)
+        ax.set_xticks([])
+        ax.set_ylim(min(0.0, min(b[1] for b in bars) - 0.05), 1.08)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(f"{target} ({PROBE_NOTES.get(target, '')})", fontsize=9)
+        if i == 0:
+            ax.set_ylabel("linear-probe R^2 (test frames)")
+    fig.legend(loc="lower center", ncol=len(names) + 1, fontsize=8, frameon=False)
+    spread = f", mean +- std over {seeds} seeds" if seeds > 1 else ""
+    fig.suptitle(f"what the embedding keeps (position, velocity) and drops (the leaves){spread}", fontsize=9)
+    fig.subplots_adjust(bottom=0.2, top=0.82)
+    return fig
+
+
+PATH_COLORS = {"world model": "C0", "pixels": "C1", "oracle": "C2", "random": "C7"}
+
+
+def fig_trajectories(start: np.ndarray, goal: np.ndarray, outcomes: Mapping, shown, sprite_size: int,
+                     success_distance: float, title: str = "") -> Figure:
+    """One panel per episode: its first frame and its goal frame blended, the path every method's pushes
+    took the sprite's centre along (closed loop, solid), the path the world model's first plan would have
+    taken executed blind (dashed), and the success circle around the goal.
+
+    start, goal: uint8 (S, C, H, W); outcomes: {method: Outcome}; shown: the S episode indices."""
+    start, goal = np.asarray(start), np.asarray(goal)
+    shown = [int(i) for i in shown]
+    cols = min(3, len(shown))
+    rows = -(-len(shown) // cols)
+    fig = figure(3.3 * cols, 3.3 * rows + 0.7)
+    half = sprite_size / 2 - 0.5
+    for j, i in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, j + 1)
+        ax.imshow(np.maximum(0.45 * start[j, 0], 0.8 * goal[j, 0]), cmap="gray", vmin=0, vmax=255)
+        for method, o in outcomes.items():
+            path = np.asarray(o.path[i]) + half
+            color = PATH_COLORS.get(method, None)
+            ok = "reached" if bool(o.success[i]) else "missed"
+            ax.plot(path[:, 0], path[:, 1], "-", color=color, lw=1.4, marker=".", ms=3,
+                    label=f"{method} ({ok})")
+            if method == "world model":
+                planned = np.asarray(o.planned[i]) + half
+                ax.plot(planned[:, 0], planned[:, 1], "--", color=color, lw=1.0, label="world model's first plan")
+        any_outcome = next(iter(outcomes.values()))
+        g = np.asarray(any_outcome.goal[i]) + half
+        ax.plot(*g, "*", color="gold", ms=12, mec="k", label="goal")
+        ax.add_patch(Circle(tuple(g), success_distance, fill=False, color="gold", lw=1))
+        p0 = np.asarray(any_outcome.path[i, 0]) + half
+        ax.plot(*p0, "o", color="w", ms=5, mec="k", label="start")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"episode {i}", fontsize=8)
+        if j == 0:
+            handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle((title + "\n" if title else "") + "the sprite's centre: closed-loop paths (solid), the world "
+                 "model's first plan executed blind (dashed); background: first frame (dim) and goal frame",
+                 fontsize=8)
+    fig.subplots_adjust(bottom=0.16, top=0.88)
+    return fig
+
+
+def fig_success_horizon(success: Mapping[int, float], title: str = "") -> Figure:
+    """Success rate (%) of the closed-loop planner against its planning horizon."""
+    fig = figure(5.4, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    hs = sorted(success)
+    ax.plot(hs, [100 * success[h] for h in hs], "o-", color="C0")
+    for h in hs:
+        ax.annotate(f"{100 * success[h]:.0f}%", (h, 100 * success[h]), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=8)
+    ax.set_xticks(hs, [str(h) for h in hs])
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("planning horizon (pushes predicted ahead)")
+    ax.set_ylabel("episodes reaching the goal (%)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "success against the planning horizon", fontsize=9)
     return fig

@@ -21,7 +21,7 @@ from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .joint import fit_joint
 from .probes import probe_report
 from .rollout import rollout, rollout_errors
-from .sequences import actions_of, check_video_run, embed_sequences, load_sequences
+from .sequences import actions_of, check_video_run, embed_sequences, load_sequences, spread
 
 __all__ = ["train_predictor", "evaluate_predictor", "format_rollout_table", "load_predictor_config"]
 
@@ -80,13 +80,6 @@ def nearest_frames(pred: Tensor, bank: Tensor) -> Tensor:
     flat = pred.reshape(-1, pred.shape[-1])
     idx = torch.cat([torch.cdist(flat[i:i + 256], bank).argmin(1) for i in range(0, len(flat), 256)])
     return idx.view(pred.shape[:-1])
-
-
-def spread(n: int, count: int) -> Tensor:
-    """``min(n, count)`` indices evenly spread over 0..n-1 (all of them when count >= n)."""
-    if count >= n:
-        return torch.arange(n)
-    return torch.linspace(0, n - 1, max(count, 1)).round().long()
 
 
 class _Stages:

@@ -14,7 +14,7 @@ from ..evaluate import extract_outputs
 from ..rundir import read_config
 from ..runs import LoadedRun
 
-__all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_sequences", "actions_of"]
+__all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_sequences", "actions_of", "spread"]
 
 VIDEO_DATASETS = ("sprites", "moving-mnist")
 MOVING_MNIST_FRAMES = 20
@@ -56,3 +56,10 @@ def embed_sequences(run: LoadedRun, seq: Sequences, batch_size: int = 1024) -> T
 def actions_of(seq: Sequences, cfg: PredictorConfig) -> Tensor | None:
     """The pushes of the sequences when the predictor uses them (predictor.use_actions) and they have any."""
     return seq.actions if (cfg.use_actions and seq.actions is not None) else None
+
+
+def spread(n: int, count: int) -> Tensor:
+    """``min(n, count)`` indices evenly spread over 0..n-1 (all of them when count >= n, at least one)."""
+    if count >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, max(count, 1)).round().long()

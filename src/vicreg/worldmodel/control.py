@@ -1,0 +1,219 @@
+"""Closed-loop control toward a goal frame: the costs a planner minimises, the controllers that plan from what
+they observe, and the loop that executes their pushes in the simulator.
+
+Costs (functions of candidate pushes (N, S, H, A) -> (N, S)):
+
+- :func:`rollout_cost`: the predictor rolls every candidate out from the last k embeddings (one batched
+  roll-out of N x S sequences per call); the cost is the mean over the H predicted embeddings of their squared
+  distance to the goal frame's embedding (standardised units, averaged over dims). Being near the goal early
+  and staying there is cheapest.
+- :func:`simulator_cost`: the same, with the simulator's true physics from the true state and the distance in
+  pixels to the goal position (the oracle's cost: the ceiling for a planner).
+
+Controllers see the frames the simulator produced (an oracle sees the true state instead) and return a plan
+of H pushes; :func:`run_episodes` executes the first ``replan_every`` of them and asks again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..config import PlanConfig
+from ..data.video import move, push
+from .env import SpriteEnv
+from .planners import Cost, plan
+from .predictor import EmbeddingNorm
+
+__all__ = ["Outcome", "rollout_cost", "simulator_cost", "ModelController", "OracleController", "RandomController",
+           "run_episodes", "open_loop_path"]
+
+Encode = Callable[[Tensor], Tensor]  # uint8 frames (N, C, H, W) -> embeddings (N, E) on the model's device
+
+
+def rollout_cost(model: nn.Module, context: Tensor, past: Tensor, goal: Tensor) -> Cost:
+    """Cost of candidate pushes under the predictor. context: standardised embeddings (N, k, E) of the last k
+    frames; past: the k - 1 pushes between them (N, k - 1, A); goal: the goal's standardised embedding (N, E)."""
+    n, k, e = context.shape
+
+    def cost(actions: Tensor) -> Tensor:
+        _, s, h, a = actions.shape
+        ctx = context[:, None].expand(n, s, k, e).reshape(n * s, k, e)
+        acts = torch.cat([past[:, None].expand(n, s, k - 1, a), actions], dim=2).reshape(n * s, k - 1 + h, a)
+        target = goal[:, None].expand(n, s, e).reshape(n * s, e)
+        total = torch.zeros(n * s, device=context.device)
+        for j in range(h):
+            pred = model(ctx, acts[:, j:j + k])
+            total = total + (pred - target).pow(2).mean(-1)
+            ctx = torch.cat([ctx[:, 1:], pred[:, None]], dim=1)
+        return (total / h).view(n, s)
+
+    return cost
+
+
+def simulator_cost(p: Tensor, v: Tensor, goal: Tensor, env: SpriteEnv) -> Cost:
+    """Cost of candidate pushes under the true physics from positions and velocities (N, K, 2): the mean over
+    the H steps of the squared pixel distance of sprite 0 to ``goal`` (N, 2)."""
+    limit, max_speed = env.limit, env.cfg.max_speed
+
+    def cost(actions: Tensor) -> Tensor:
+        n, s, h, _ = actions.shape
+        pos = p[:, None].expand(n, s, *p.shape[1:]).to(actions.device)
+        vel = v[:, None].expand(n, s, *v.shape[1:]).to(actions.device)
+        target = goal[:, None].to(actions.device)
+        total = torch.zeros(n, s, device=actions.device)
+        for j in range(h):
+            vel = torch.cat([push(vel[:, :, :1], actions[:, :, j, None], max_speed), vel[:, :, 1:]], dim=2)
+            pos, vel = move(pos, vel, limit)
+            total = total + (pos[:, :, 0] - target).pow(2).sum(-1)
+        return total / h
+
+    return cost
+
+
+def open_loop_path(p: Tensor, v: Tensor, actions: Tensor, env: SpriteEnv) -> Tensor:
+    """Sprite 0's positions (N, H + 1, 2) if pushes (N, H, 2) were executed blind from positions and velocities
+    (N, K, 2): where a plan would take it."""
+    path = [p[:, 0]]
+    for j in range(actions.shape[1]):
+        v = torch.cat([push(v[:, :1], actions[:, j, None].cpu(), env.cfg.max_speed), v[:, 1:]], dim=1)
+        p, v = move(p, v, env.limit)
+        path.append(p[:, 0])
+    return torch.stack(path, dim=1)
+
+
+class _Planning:
+    """What every planning controller shares: its settings, the previous plan (shifted: the warm start) and a
+    generator on its device."""
+
+    def __init__(self, cfg: PlanConfig, bound: float, action_dim: int, device: torch.device):
+        self.cfg, self.bound, self.action_dim, self.device = cfg, bound, action_dim, device
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.mean: Tensor | None = None
+
+    def search(self, cost: Cost, n: int) -> Tensor:
+        if self.mean is None:
+            self.mean = torch.zeros(n, self.cfg.horizon, self.action_dim, device=self.device)
+        actions = plan(cost, self.mean, self.bound, self.cfg, self.generator)
+        shift = min(self.cfg.replan_every, self.cfg.horizon)
+        self.mean = torch.cat([actions[:, shift:], actions.new_zeros(n, shift, self.action_dim)], dim=1)
+        return actions.detach().cpu()
+
+
+class ModelController(_Planning):
+    """Plans with a predictor over embeddings given by ``encode`` (a VICReg encoder, or pixels)."""
+
+    def __init__(self, encode: Encode, model: nn.Module, norm: EmbeddingNorm, cfg: PlanConfig, bound: float,
+                 device: torch.device):
+        super().__init__(cfg, bound, model.action_dim, device)
+        self.encode, self.model, self.norm, self.k = encode, model.eval(), norm.to(device), model.context
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # gradient descent differentiates the actions, never the weights
+
+    def start(self, env: SpriteEnv, goal_frames: Tensor) -> None:
+        self.goal = self.norm(self.encode(goal_frames))
+        self.embeddings: list[Tensor] = []
+        self.actions: list[Tensor] = []
+        self.mean = None
+
+    def observe(self, frame: Tensor, action: Tensor | None) -> None:
+        self.embeddings = [*self.embeddings[-(self.k - 1):], self.norm(self.encode(frame))] if self.k > 1 else \
+            [self.norm(self.encode(frame))]
+        if action is not None and self.k > 1:
+            self.actions = [*self.actions[-(self.k - 2):], action.to(self.device)] if self.k > 2 else \
+                [action.to(self.device)]
+
+    def plan(self) -> Tensor:
+        n = self.goal.shape[0]
+        past = torch.stack(self.actions, 1) if self.k > 1 else self.goal.new_zeros(n, 0, self.action_dim)
+        return self.search(rollout_cost(self.model, torch.stack(self.embeddings, 1), past, self.goal), n)
+
+
+class OracleController(_Planning):
+    """Plans with the simulator's true physics from the true state: the ceiling for a planner."""
+
+    def start(self, env: SpriteEnv, goal_frames: Tensor) -> None:
+        self.env, self.mean = env, None
+
+    def observe(self, frame: Tensor, action: Tensor | None) -> None:
+        pass
+
+    def plan(self) -> Tensor:
+        env = self.env
+        return self.search(simulator_cost(env.p, env.v, env.goal, env), len(env))
+
+
+class RandomController:
+    """Pushes drawn uniformly from the box: the floor."""
+
+    def __init__(self, cfg: PlanConfig, bound: float, action_dim: int = 2):
+        self.cfg, self.bound, self.action_dim = cfg, bound, action_dim
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def start(self, env: SpriteEnv, goal_frames: Tensor) -> None:
+        self.n = len(env)
+
+    def observe(self, frame: Tensor, action: Tensor | None) -> None:
+        pass
+
+    def plan(self) -> Tensor:
+        u = torch.rand((self.n, self.cfg.horizon, self.action_dim), generator=self.generator)
+        return (2 * u - 1) * self.bound
+
+
+@dataclass
+class Outcome:
+    """One controller on one set of episodes. path: sprite 0's positions (N, steps + 1, 2) from the first
+    planned step on; planned: where the first plan would have taken it, executed blind (N, horizon + 1, 2);
+    plan_seconds: the wall time of every planning call (all episodes at once)."""
+
+    final_distance: Tensor
+    success: Tensor
+    path: Tensor
+    planned: Tensor
+    goal: Tensor
+    plan_seconds: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        n = len(self.success)
+        return {"episodes": n, "success_rate": float(self.success.float().mean()),
+                "mean_final_distance": float(self.final_distance.mean()),
+                "median_final_distance": float(self.final_distance.median()),
+                "plan_seconds_per_step": sum(self.plan_seconds) / max(len(self.plan_seconds), 1),
+                "plan_ms_per_episode_step": 1000 * sum(self.plan_seconds) / max(len(self.plan_seconds), 1) / n}
+
+
+def run_episodes(env: SpriteEnv, controller, cfg: PlanConfig, context: int,
+                 progress: Callable[[int], None] | None = None) -> Outcome:
+    """Execute ``controller`` closed loop on every episode of ``env`` at once: it sees the goal frame and
+    ``context`` frames of the sprite moving without pushes, then plans, the first ``cfg.replan_every`` pushes
+    are executed, it sees the frames they produced, and plans again, for ``cfg.steps`` pushes in all. An
+    episode succeeds when sprite 0 ends within ``cfg.success_distance`` pixels of its goal position."""
+    controller.start(env, env.goal_frames())
+    controller.observe(env.observe(), None)
+    zeros = torch.zeros(len(env), 2)
+    for _ in range(context - 1):
+        env.step(zeros)
+        controller.observe(env.observe(), zeros)
+    path, planned, seconds = [env.p[:, 0].clone()], None, []
+    actions = zeros[:, None]
+    for t in range(cfg.steps):
+        if t % cfg.replan_every == 0:
+            t0 = time.perf_counter()
+            actions = controller.plan()
+            seconds.append(time.perf_counter() - t0)
+            if planned is None:
+                planned = open_loop_path(env.p, env.v, actions, env)
+        a = actions[:, t % cfg.replan_every]
+        env.step(a)
+        controller.observe(env.observe(), a)
+        path.append(env.p[:, 0].clone())
+        if progress is not None:
+            progress(1)
+    distance = env.distance()
+    return Outcome(distance, distance <= cfg.success_distance, torch.stack(path, 1), planned, env.goal.clone(),
+                   seconds)

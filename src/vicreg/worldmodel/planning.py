@@ -1,0 +1,196 @@
+"""``vicreg plan RUN_DIR``: plan toward goal frames with the run's world model, closed loop in the sprite
+simulator, against a pixel-space world model, an oracle and random pushes, with the leaves on and off.
+
+Writes ``runs/<run>/plan/``: config.yaml (the PlanConfig), plan.json (the table, the settings, the seconds),
+pixel_predictor.pt (the pixel baseline's predictor, trained once and reused), trajectories.png (planned vs
+executed paths over the start and goal frames) and success_horizon.png (success against the plan's horizon).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import PlanConfig, save_yaml
+from ..evaluate import extract_outputs
+from ..plots.style import save_figure
+from ..rundir import CONFIG, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_WEIGHTS, write_json
+from ..runs import LoadedRun, load_run
+from .control import ModelController, OracleController, Outcome, RandomController, run_episodes
+from .env import SpriteEnv
+from .figures import fig_success_horizon, fig_trajectories
+from .fit import FitResult, fit_predictor, load_predictor, save_predictor
+from .sequences import actions_of, check_video_run, load_sequences
+
+__all__ = ["PLAN", "METHODS", "pixel_embedding", "encoder_embedding", "plan_run", "format_plan_table"]
+
+Log = Callable[[str], None]
+PLAN = "plan"  # the folder under the run directory
+PIXEL_PREDICTOR = "pixel_predictor.pt"
+PIXEL_POOL = 2  # the pixel baseline's "embedding": the frame average-pooled by 2 (16 x 16 = 256-D for 32 x 32)
+METHODS = ("world model", "pixels", "oracle", "random")
+
+
+def pixel_embedding(frames: Tensor) -> Tensor:
+    """The pixel baseline's embedding: uint8 frames (N, C, H, W) in [0, 1], average-pooled by 2, flattened."""
+    return F.avg_pool2d(frames.float() / 255, PIXEL_POOL).flatten(1)
+
+
+def encoder_embedding(run: LoadedRun) -> Callable[[Tensor], Tensor]:
+    """uint8 frames (N, C, H, W) -> the run's embeddings (N, E) on its device (eval mode, no gradients)."""
+    def encode(frames: Tensor) -> Tensor:
+        out, _ = extract_outputs(run.model, [(frames.to(run.device), torch.zeros(0))], run.input_size, run.amp,
+                                 run.channels_last, ("embedding",))
+        return out["embedding"]
+
+    return encode
+
+
+def _pixel_predictor(run: LoadedRun, fit: FitResult, out: Path, log: Log) -> FitResult:
+    """The pixel baseline: the world model's predictor architecture and training, on pixel embeddings; trained
+    once and kept in plan/pixel_predictor.pt (retrained when the world model's predictor settings change)."""
+    path = out / PIXEL_PREDICTOR
+    if path.exists():
+        cached = load_predictor(path, run.device)
+        if cached.cfg == fit.cfg:
+            return cached
+    t0 = time.perf_counter()
+    train, test = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
+
+    def embed(seq) -> Tensor:
+        return pixel_embedding(seq.frames_flat()).view(len(seq), seq.frames.shape[1], -1)
+
+    result = fit_predictor(embed(train), fit.cfg, actions=actions_of(train, fit.cfg), val=embed(test),
+                           val_actions=actions_of(test, fit.cfg), device=run.device, log=lambda _: None)
+    save_predictor(result, path)
+    log(f"trained the pixel baseline's predictor ({fit.cfg.model}, {result.dim}-D pooled pixels, "
+        f"{fit.cfg.epochs} epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE "
+        f"{result.history[-1]['val_loss']:.4f}")
+    return result
+
+
+def _controller(method: str, cfg: PlanConfig, run: LoadedRun, fit: FitResult, pixel: FitResult, bound: float):
+    if method == "world model":
+        return ModelController(encoder_embedding(run), fit.model, fit.norm, cfg, bound, run.device)
+    if method == "pixels":
+        return ModelController(lambda f: pixel_embedding(f).to(run.device), pixel.model, pixel.norm, cfg, bound,
+                               run.device)
+    if method == "oracle":
+        return OracleController(cfg, bound, 2, torch.device("cpu"))
+    return RandomController(cfg, bound)
+
+
+def _episodes(run: LoadedRun, cfg: PlanConfig, leaves: int) -> SpriteEnv:
+    return SpriteEnv(run.cfg.data.video, cfg.episodes, cfg.seed, leaves, run.cfg.data.data_dir)
+
+
+def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequence[str] = METHODS,
+             horizons: Sequence[int] = (), log: Log = print) -> dict:
+    """Plan toward goal frames on ``cfg.episodes`` seeded episodes with each of ``methods`` (world model,
+    pixels, oracle, random), leaves on (the run's) and off; then the world model with the leaves on at each
+    of ``horizons``. Writes run_dir/plan/ (module docstring) and returns plan.json's content."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or PlanConfig()
+    run_dir = Path(run_dir)
+    run_cfg = check_video_run(run_dir)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"method {unknown[0]!r} is not valid: expected some of {', '.join(METHODS)}")
+    if run_cfg.data.dataset != "sprites" or not run_cfg.data.video.controlled:
+        raise ValueError(f"{run_dir} was not trained on pushed sprites: planning needs a run with actions "
+                         f"(vicreg train --preset sprites-control, then vicreg train-predictor)")
+    weights = run_dir / PREDICTOR / PREDICTOR_WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"no predictor in {weights.parent}: train one first with vicreg train-predictor "
+                                f"{run_dir}")
+    t0 = time.perf_counter()
+    run = load_run(run_dir, cfg.device, log=lambda _: None)
+    fit = load_predictor(weights, run.device)
+    if fit.action_dim == 0:
+        raise ValueError(f"the predictor in {weights.parent} takes no pushes (predictor.use_actions false): "
+                         f"retrain it with --predictor.use_actions true to plan with it")
+    if (run_dir / PREDICTOR / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
+        run.model.load_state_dict(torch.load(run_dir / PREDICTOR / PREDICTOR_ENCODER, map_location=run.device,
+                                             weights_only=True))
+    out = run_dir / PLAN
+    out.mkdir(exist_ok=True)
+    save_yaml(cfg, out / CONFIG)
+    pixel = _pixel_predictor(run, fit, out, log) if "pixels" in methods else None
+    k, leaves = fit.cfg.context, run.cfg.data.video.distractors
+    bound = float(run.cfg.data.video.push)
+    settings = [(m, on) for on in ((leaves, 0) if leaves else (0,)) for m in methods]
+    settings += [("world model", leaves, h) for h in horizons if "world model" in methods]
+    bar = tqdm(total=len(settings) * cfg.steps, desc="planning", unit="step", disable=None, dynamic_ncols=True)
+    results: dict[str, dict[str, dict]] = {}
+    sweep: dict[str, dict] = {}
+    outcomes: dict[str, Outcome] = {}
+    for setting in settings:
+        method, on = setting[:2]
+        c = cfg if len(setting) == 2 else replace(cfg, horizon=setting[2],
+                                                   replan_every=min(cfg.replan_every, setting[2]))
+        bar.set_description(f"{method}, leaves {'on' if on else 'off'}" + (f", horizon {c.horizon}"
+                                                                          if len(setting) == 3 else ""))
+        outcome = run_episodes(_episodes(run, c, on), _controller(method, c, run, fit, pixel, bound), c, k,
+                               progress=bar.update)
+        summary = outcome.summary()
+        if len(setting) == 3:
+            sweep[str(c.horizon)] = summary
+        else:
+            results.setdefault(f"leaves {'on' if on else 'off'}", {})[method] = summary
+            outcomes[f"{method}, leaves {'on' if on else 'off'}"] = outcome
+        bar.write(f"{method:<12} leaves {'on ' if on else 'off'}"
+                  + (f" horizon {c.horizon:<3}" if len(setting) == 3 else "")
+                  + f" success {100 * summary['success_rate']:5.1f} %, mean final distance "
+                  f"{summary['mean_final_distance']:5.2f} px, {summary['plan_seconds_per_step']:.3f} s per plan")
+    bar.close()
+    paths = _figures(run_dir, run, outcomes, sweep, cfg, leaves, out)
+    report = {"run_dir": str(run_dir), "plan": asdict(cfg), "context": k, "leaves": leaves,
+              "success_distance_px": cfg.success_distance, "results": results,
+              "success_by_horizon": sweep, "figures": [str(p) for p in paths], "device": str(run.device),
+              "seconds": round(time.perf_counter() - t0, 2)}
+    write_json(out / "plan.json", report)
+    return report
+
+
+def _figures(run_dir: Path, run: LoadedRun, outcomes: dict[str, Outcome], sweep: dict, cfg: PlanConfig,
+             leaves: int, out: Path) -> list[Path]:
+    key = "world model, leaves " + ("on" if leaves else "off")
+    paths: list[Path] = []
+    if key in outcomes:
+        env = _episodes(run, cfg, leaves)  # the same episodes again: their start and goal frames
+        shown = torch.arange(min(6, cfg.episodes))
+        start, goal = env.observe()[shown], env.goal_frames()[shown]
+        others = {m: o for m, o in outcomes.items() if m.endswith("leaves " + ("on" if leaves else "off"))}
+        paths += save_figure(fig_trajectories(start, goal, {m.split(",")[0]: o for m, o in others.items()}, shown,
+                                              run.cfg.data.video.sprite_size, cfg.success_distance,
+                                              title=f"{run_dir.name}: {cfg.planner}, horizon {cfg.horizon}"),
+                             out / "trajectories", formats=("png",))
+    if sweep:
+        paths += save_figure(fig_success_horizon({int(h): s["success_rate"] for h, s in sweep.items()},
+                                                 title=f"{run_dir.name}: world model ({cfg.planner}), leaves on, "
+                                                       f"{cfg.episodes} episodes"),
+                             out / "success_horizon", formats=("png",))
+    return paths
+
+
+def format_plan_table(report: dict) -> str:
+    """Success rate, mean final distance and planning time of every method, leaves on and off."""
+    lines = [f"planning toward a goal frame: {report['plan']['episodes']} episodes of {report['plan']['steps']} "
+             f"pushes, {report['plan']['planner']} over {report['plan']['horizon']} steps, success = within "
+             f"{report['success_distance_px']:g} px of the goal",
+             f"{'':<24}{'success':>9}{'final distance':>16}{'s per plan':>12}"]
+    for leaves, table in report["results"].items():
+        for method, r in table.items():
+            lines.append(f"{method + ', ' + leaves:<24}{100 * r['success_rate']:>8.1f}%"
+                         f"{r['mean_final_distance']:>13.2f} px{r['plan_seconds_per_step']:>12.3f}")
+    if report["success_by_horizon"]:
+        lines += ["", "world model, leaves on: success by planning horizon"]
+        lines += [f"  horizon {h:>3}: {100 * r['success_rate']:5.1f} %" for h, r in report["success_by_horizon"].items()]
+    return "\n".join(lines)
