@@ -28,14 +28,16 @@ from vicreg.worldmodel.sequences import embed_sequences, load_sequences, spread
 
 # set-up name -> overrides on the sprites preset (data, not code paths)
 SETUPS: dict[str, dict] = {
-    "temporal views (preset)": {},
-    "linear expander": {"model.expander": [64]},
+    "preset": {},  # 64-D embedding, expander 256-256-256
+    "linear-64": {"model.expander": [64]},  # the loss on a linear map of the 64-D embedding
+    "linear-16": {"model.embedding_dim": 16, "model.expander": [16]},
+    "linear-8": {"model.embedding_dim": 8, "model.expander": [8]},
 }
 
 
 def probe_one(setup: str, seed: int, out: Path, probe_frames: int, epochs: int | None) -> dict:
     overrides = {**SETUPS[setup], "train.seed": seed, "data.video.seed": seed, "train.out_dir": str(out),
-                 "train.name": f"{setup.split(' (')[0].replace(' ', '-')}-seed{seed}", "train.knn_every": 0}
+                 "train.name": f"{setup}-seed{seed}", "train.knn_every": 0}
     if epochs is not None:
         overrides["train.epochs"] = epochs
     cfg = build_config("sprites", overrides)

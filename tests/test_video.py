@@ -13,11 +13,11 @@ from vicreg.config import DataConfig, VideoConfig
 from vicreg.data import FASHION_MNIST_CLASSES, load_dataset
 from vicreg.data.video import (
     Sequences,
-    sprite_bank,
     generate_sprites,
     load_moving_mnist,
     load_moving_mnist_dataset,
     load_sprites_dataset,
+    sprite_bank,
 )
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -113,10 +113,9 @@ def fig_probe_table(setups: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
         ax.set_title(f"{target} ({PROBE_NOTES.get(target, '')})", fontsize=9)
         if i == 0:
             ax.set_ylabel("linear-probe R^2 (test frames)")
-    fig.legend(loc="lower center", ncol=len(names) + 1, fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncol=len(names) + 1, fontsize=8, frameon=False)
     spread = f", mean +- std over {seeds} seeds" if seeds > 1 else ""
     fig.suptitle(f"what the embedding keeps (position, velocity) and drops (the leaves){spread}", fontsize=9)
-    fig.subplots_adjust(bottom=0.2, top=0.82)
     return fig
 
 
@@ -142,9 +141,7 @@ def fig_trajectories(start: np.ndarray, goal: np.ndarray, outcomes: Mapping, sho
         for method, o in outcomes.items():
             path = np.asarray(o.path[i]) + half
             color = PATH_COLORS.get(method, None)
-            ok = "reached" if bool(o.success[i]) else "missed"
-            ax.plot(path[:, 0], path[:, 1], "-", color=color, lw=1.4, marker=".", ms=3,
-                    label=f"{method} ({ok})")
+            ax.plot(path[:, 0], path[:, 1], "-", color=color, lw=1.4, marker=".", ms=3, label=method)
             if method == "world model":
                 planned = np.asarray(o.planned[i]) + half
                 ax.plot(planned[:, 0], planned[:, 1], "--", color=color, lw=1.0, label="world model's first plan")
@@ -155,14 +152,14 @@ def fig_trajectories(start: np.ndarray, goal: np.ndarray, outcomes: Mapping, sho
         p0 = np.asarray(any_outcome.path[i, 0]) + half
         ax.plot(*p0, "o", color="w", ms=5, mec="k", label="start")
         ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title(f"episode {i}", fontsize=8)
+        reached = [m for m, o in outcomes.items() if bool(o.success[i])]
+        ax.set_title(f"episode {i}; reached: {', '.join(reached) or 'none'}", fontsize=7)
         if j == 0:
             handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle((title + "\n" if title else "") + "the sprite's centre: closed-loop paths (solid), the world "
-                 "model's first plan executed blind (dashed); background: first frame (dim) and goal frame",
-                 fontsize=8)
-    fig.subplots_adjust(bottom=0.16, top=0.88)
+                 "model's first plan executed blind (dashed); background: the frame of the first plan (dim) and "
+                 "the goal frame", fontsize=8)
     return fig
 
 

@@ -150,7 +150,7 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
                   + f" success {100 * summary['success_rate']:5.1f} %, mean final distance "
                   f"{summary['mean_final_distance']:5.2f} px, {summary['plan_seconds_per_step']:.3f} s per plan")
     bar.close()
-    paths = _figures(run_dir, run, outcomes, sweep, cfg, leaves, out)
+    paths = _figures(run_dir, run, outcomes, sweep, cfg, leaves, k, out)
     report = {"run_dir": str(run_dir), "plan": asdict(cfg), "context": k, "leaves": leaves,
               "success_distance_px": cfg.success_distance, "results": results,
               "success_by_horizon": sweep, "figures": [str(p) for p in paths], "device": str(run.device),
@@ -160,13 +160,16 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
 
 
 def _figures(run_dir: Path, run: LoadedRun, outcomes: dict[str, Outcome], sweep: dict, cfg: PlanConfig,
-             leaves: int, out: Path) -> list[Path]:
+             leaves: int, context: int, out: Path) -> list[Path]:
     key = "world model, leaves " + ("on" if leaves else "off")
     paths: list[Path] = []
     if key in outcomes:
-        env = _episodes(run, cfg, leaves)  # the same episodes again: their start and goal frames
+        env = _episodes(run, cfg, leaves)  # the same episodes again: the goal frames and the first plan's frames
         shown = torch.arange(min(6, cfg.episodes))
-        start, goal = env.observe()[shown], env.goal_frames()[shown]
+        goal = env.goal_frames()[shown]
+        for _ in range(context - 1):
+            env.step(torch.zeros(len(env), 2))
+        start = env.observe()[shown]
         others = {m: o for m, o in outcomes.items() if m.endswith("leaves " + ("on" if leaves else "off"))}
         paths += save_figure(fig_trajectories(start, goal, {m.split(",")[0]: o for m, o in others.items()}, shown,
                                               run.cfg.data.video.sprite_size, cfg.success_distance,
@@ -192,5 +195,6 @@ def format_plan_table(report: dict) -> str:
                          f"{r['mean_final_distance']:>13.2f} px{r['plan_seconds_per_step']:>12.3f}")
     if report["success_by_horizon"]:
         lines += ["", "world model, leaves on: success by planning horizon"]
-        lines += [f"  horizon {h:>3}: {100 * r['success_rate']:5.1f} %" for h, r in report["success_by_horizon"].items()]
+        lines += [f"  horizon {h:>3}: {100 * r['success_rate']:5.1f} %"
+                  for h, r in report["success_by_horizon"].items()]
     return "\n".join(lines)
