@@ -219,3 +219,22 @@ def test_plan_command_prints_the_table_and_refuses_runs_it_cannot_plan_with(plan
     assert main(["plan", str(uncontrolled)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sprites-control" in err
+
+
+def test_plan_pushes_plans_from_the_last_frames_toward_a_goal_frame(planned_run):
+    from vicreg import load_world_model, plan_pushes
+
+    world = load_world_model(planned_run, "cpu")
+    env = SpriteEnv(world.run.cfg.data.video, 3, seed=7)
+    goal = env.goal_frames()
+    frames = [env.observe()]
+    env.step(torch.zeros(3, 2))
+    frames.append(env.observe())  # context 2: two frames, one (zero) push between them
+    cfg = PlanConfig(horizon=3, samples=8, iterations=2, elites=2)
+    batch = plan_pushes(world, torch.stack(frames, 1), torch.zeros(3, 1, 2), goal, cfg)
+    assert batch.shape == (3, 3, 2) and batch.abs().max() <= world.run.cfg.data.video.push
+    one = plan_pushes(world, torch.stack(frames, 1)[0], torch.zeros(1, 2), goal[0], cfg)
+    assert one.shape == (3, 2)
+    assert torch.equal(one, plan_pushes(world, torch.stack(frames, 1)[0], torch.zeros(1, 2), goal[0], cfg))
+    with pytest.raises(ValueError, match="the last 2 frames"):
+        plan_pushes(world, torch.stack(frames, 1)[0, :1], torch.zeros(0, 2), goal[0], cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def plot_run(run_dir: Path | str, outputs: Mapping[str, np.ndarray] | None = Non
     if entries:
         written += save_figure(fig_spectrum(entries[-1], title=name), out / "spectrum", formats)
         written += save_figure(fig_collapse_over_training(entries, title=name), out / "collapse", formats)
+    written += _world_model_figures(run_dir, out, name, formats)
     if outputs is not None:
         z, y = check_outputs(outputs)
         xy, y, what = embedding_map(z, y, tsne_points, seed)
@@ -49,3 +51,27 @@ def plot_run(run_dir: Path | str, outputs: Mapping[str, np.ndarray] | None = Non
             fig, stem = fig_tsne(xy, y, class_names, f"{name}: test split, {what}"), "tsne"
         written += save_figure(fig, out / stem, ("png",))
     return written
+
+
+def _world_model_figures(run_dir: Path, out: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    """From a video run's predictor/eval.json and plan/plan.json, when they exist: what the embedding keeps
+    and drops (the probes), planning success per method, and success against the planning horizon."""
+    from ..worldmodel.figures import fig_plan_success, fig_probe_table, fig_success_horizon
+
+    written: list[Path] = []
+    probes = _read_json(run_dir / "predictor" / "eval.json").get("probes_r2")
+    if probes:
+        written += save_figure(fig_probe_table({name: probes}), out / "probes", formats)
+    plan = _read_json(run_dir / "plan" / "plan.json")
+    if plan.get("results"):
+        what = f"{name}: {plan['plan']['planner']}, {plan['plan']['episodes']} episodes"
+        written += save_figure(fig_plan_success(plan["results"], title=what), out / "plan_success", formats)
+    if plan.get("success_by_horizon"):
+        sweep = {int(h): r["success_rate"] for h, r in plan["success_by_horizon"].items()}
+        written += save_figure(fig_success_horizon(sweep, title=f"{name}: world model, leaves on"),
+                               out / "success_horizon", formats)
+    return written
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -3,6 +3,8 @@
     vicreg train --preset sprites                           the frame encoder (VICReg, temporal views)
     vicreg train-predictor runs/<run> [--predictor.model transformer ...]
     vicreg eval-predictor runs/<run>
+    vicreg train --preset sprites-control                   an encoder of a pushed digit (actions)
+    vicreg plan runs/<run>                                  plan pushes toward goal frames, closed loop
 
 Modules, in the order a run uses them:
 
@@ -12,8 +14,12 @@ Modules, in the order a run uses them:
 ``joint``      training the predictor and the encoder together (predictor.joint)
 ``rollout``    autoregressive roll-outs, the next = last and linear baselines, errors per horizon
 ``probes``     linear-probe R^2 of positions, velocities and distractors, from embeddings and raw pixels
-``figures``    roll-out error curves and predicted frames
+``env``        planning episodes in the sprite simulator (the training data's physics and drawing)
+``planners``   the searches: cross-entropy method, MPPI, gradient descent through the roll-out
+``control``    the costs, the controllers (world model, oracle, random) and the closed loop
+``figures``    roll-out error curves, predicted frames, the probe table, planned vs executed paths
 ``run``        the two commands on a run directory: ``train_predictor`` and ``evaluate_predictor``
+``planning``   ``vicreg plan``: the world model against a pixel-space one, an oracle and random pushes
 
 Everything goes to ``runs/<run>/predictor/`` (see vicreg.rundir):
 
@@ -22,10 +28,14 @@ Everything goes to ``runs/<run>/predictor/`` (see vicreg.rundir):
     encoder.pt      the encoder's weights after joint training (predictor.joint); else the run's checkpoint is used
     history.csv     loss per epoch
     eval.json       roll-out errors per horizon (predictor, next = last, linear extrapolation) and the probes
-    rollout_error.png/.svg, predictions.png    the pictures of ``eval-predictor``
+    rollout_error.png/.svg, predictions.png, probes.png    the pictures of ``eval-predictor``
+
+and ``runs/<run>/plan/`` (``vicreg plan``): config.yaml, plan.json, pixel_predictor.pt, trajectories.png,
+success_horizon.png.
 """
 
 from .fit import FitResult, fit_predictor, load_predictor, prediction_loss, save_predictor
+from .planning import WorldModel, load_world_model, plan_pushes, plan_run
 from .predictor import EmbeddingNorm, MLPPredictor, TransformerPredictor, build_predictor
 from .probes import probe_report
 from .rollout import baseline_last, baseline_linear, rollout, rollout_errors
@@ -37,6 +47,7 @@ __all__ = [
     "FitResult",
     "MLPPredictor",
     "TransformerPredictor",
+    "WorldModel",
     "baseline_last",
     "baseline_linear",
     "build_predictor",
@@ -47,6 +58,9 @@ __all__ = [
     "load_predictor",
     "load_predictor_config",
     "load_sequences",
+    "load_world_model",
+    "plan_pushes",
+    "plan_run",
     "prediction_loss",
     "probe_report",
     "rollout",

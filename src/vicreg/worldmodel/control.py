@@ -114,7 +114,7 @@ class ModelController(_Planning):
         for p in self.model.parameters():
             p.requires_grad_(False)  # gradient descent differentiates the actions, never the weights
 
-    def start(self, env: SpriteEnv, goal_frames: Tensor) -> None:
+    def start(self, env: SpriteEnv | None, goal_frames: Tensor) -> None:
         self.goal = self.norm(self.encode(goal_frames))
         self.embeddings: list[Tensor] = []
         self.actions: list[Tensor] = []

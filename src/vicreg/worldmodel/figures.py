@@ -12,7 +12,8 @@ from matplotlib.patches import Circle
 
 from ..plots.style import figure
 
-__all__ = ["fig_rollout_errors", "fig_predicted_frames", "fig_probe_table", "fig_trajectories", "fig_success_horizon"]
+__all__ = ["fig_rollout_errors", "fig_predicted_frames", "fig_probe_table", "fig_trajectories", "fig_success_horizon",
+           "fig_plan_success"]
 
 ROLLOUT_STYLES = {"predictor": ("predictor", "C0", "o-"), "last": ("next = last", "C3", "s--"),
                   "linear": ("linear extrapolation", "C2", "^:")}
@@ -178,4 +179,26 @@ def fig_success_horizon(success: Mapping[int, float], title: str = "") -> Figure
     ax.set_ylabel("episodes reaching the goal (%)")
     ax.grid(True, alpha=0.3)
     ax.set_title(title or "success against the planning horizon", fontsize=9)
+    return fig
+
+
+def fig_plan_success(results: Mapping[str, Mapping[str, Mapping[str, float]]], title: str = "") -> Figure:
+    """Success rate (%) of every method, leaves on and off side by side. results: plan.json's "results"
+    ({"leaves on" | "leaves off": {method: {"success_rate", "mean_final_distance", ...}}})."""
+    fig = figure(6.4, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    settings = list(results)
+    methods = list(dict.fromkeys(m for table in results.values() for m in table))
+    width = 0.8 / max(len(settings), 1)
+    for j, setting in enumerate(settings):
+        xs = [i + j * width for i, m in enumerate(methods) if m in results[setting]]
+        ys = [100 * results[setting][m]["success_rate"] for m in methods if m in results[setting]]
+        ax.bar(xs, ys, width * 0.9, label=setting, color=f"C{j}", alpha=0.85)
+        for x, y in zip(xs, ys, strict=True):
+            ax.text(x, y + 1.5, f"{y:.0f}", ha="center", fontsize=7)
+    ax.set_xticks([i + width * (len(settings) - 1) / 2 for i in range(len(methods))], methods)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("episodes reaching the goal (%)")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "planning toward a goal frame", fontsize=9)
     return fig

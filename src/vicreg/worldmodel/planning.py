@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,8 @@ from .figures import fig_success_horizon, fig_trajectories
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .sequences import actions_of, check_video_run, load_sequences
 
-__all__ = ["PLAN", "METHODS", "pixel_embedding", "encoder_embedding", "plan_run", "format_plan_table"]
+__all__ = ["PLAN", "METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding", "encoder_embedding",
+           "plan_run", "format_plan_table"]
 
 Log = Callable[[str], None]
 PLAN = "plan"  # the folder under the run directory
@@ -50,6 +51,69 @@ def encoder_embedding(run: LoadedRun) -> Callable[[Tensor], Tensor]:
         return out["embedding"]
 
     return encode
+
+
+@dataclass
+class WorldModel:
+    """A run's frame encoder and its action-conditioned predictor, ready to plan with."""
+
+    run: LoadedRun
+    predictor: FitResult
+
+    @property
+    def context(self) -> int:
+        return self.predictor.cfg.context
+
+
+def load_world_model(run_dir: Path | str, device: str = "auto") -> WorldModel:
+    """The encoder of a run on pushed sprites and the predictor trained on it (with the encoder that joint
+    training left, if any); raises a one-line ValueError for a run it cannot plan with."""
+    run_dir = Path(run_dir)
+    run_cfg = check_video_run(run_dir)
+    if run_cfg.data.dataset != "sprites" or not run_cfg.data.video.controlled:
+        raise ValueError(f"{run_dir} was not trained on pushed sprites: planning needs a run with actions "
+                         f"(vicreg train --preset sprites-control, then vicreg train-predictor)")
+    weights = run_dir / PREDICTOR / PREDICTOR_WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"no predictor in {weights.parent}: train one first with vicreg train-predictor "
+                                f"{run_dir}")
+    run = load_run(run_dir, device, log=lambda _: None)
+    fit = load_predictor(weights, run.device)
+    if fit.action_dim == 0:
+        raise ValueError(f"the predictor in {weights.parent} takes no pushes (predictor.use_actions false): "
+                         f"retrain it with --predictor.use_actions true to plan with it")
+    if (run_dir / PREDICTOR / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
+        run.model.load_state_dict(torch.load(run_dir / PREDICTOR / PREDICTOR_ENCODER, map_location=run.device,
+                                             weights_only=True))
+    return WorldModel(run, fit)
+
+
+def plan_pushes(world: WorldModel, frames: Tensor, pushes: Tensor, goal: Tensor,
+                cfg: PlanConfig | None = None) -> Tensor:
+    """The pushes (H, 2) whose predicted embeddings come nearest to the goal frame's, from the last k frames.
+
+    frames: uint8 (k, C, H, W), the last ``world.context`` frames of an episode, oldest first; pushes: (k - 1, 2),
+    the push applied between each of them and the next; goal: uint8 (C, H, W). A leading batch dimension on all
+    three plans N episodes at once (one batched roll-out per planner iteration) and returns (N, H, 2).
+    ``cfg``: the planner and its settings (default PlanConfig(): CEM over 8 pushes)."""
+    cfg = cfg or PlanConfig()
+    single = frames.ndim == 4
+    if single:
+        frames, pushes, goal = frames[None], pushes[None], goal[None]
+    k = world.context
+    if frames.ndim != 5 or frames.shape[1] != k or pushes.shape != (frames.shape[0], k - 1, 2) \
+            or goal.shape != (frames.shape[0], *frames.shape[2:]):
+        raise ValueError(f"plan_pushes needs the last {k} frames (k, C, H, W), the {k - 1} pushes between them "
+                         f"(k - 1, 2) and a goal frame (C, H, W) (or all with a batch dimension), got "
+                         f"{tuple(frames.shape)}, {tuple(pushes.shape)} and {tuple(goal.shape)}")
+    fit = world.predictor
+    controller = ModelController(encoder_embedding(world.run), fit.model, fit.norm, cfg,
+                                 float(world.run.cfg.data.video.push), world.run.device)
+    controller.start(None, goal)
+    for i in range(k):
+        controller.observe(frames[:, i], pushes[:, i - 1].float() if i > 0 else None)
+    actions = controller.plan()
+    return actions[0] if single else actions
 
 
 def _pixel_predictor(run: LoadedRun, fit: FitResult, out: Path, log: Log) -> FitResult:
@@ -99,26 +163,12 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
 
     cfg = cfg or PlanConfig()
     run_dir = Path(run_dir)
-    run_cfg = check_video_run(run_dir)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"method {unknown[0]!r} is not valid: expected some of {', '.join(METHODS)}")
-    if run_cfg.data.dataset != "sprites" or not run_cfg.data.video.controlled:
-        raise ValueError(f"{run_dir} was not trained on pushed sprites: planning needs a run with actions "
-                         f"(vicreg train --preset sprites-control, then vicreg train-predictor)")
-    weights = run_dir / PREDICTOR / PREDICTOR_WEIGHTS
-    if not weights.exists():
-        raise FileNotFoundError(f"no predictor in {weights.parent}: train one first with vicreg train-predictor "
-                                f"{run_dir}")
     t0 = time.perf_counter()
-    run = load_run(run_dir, cfg.device, log=lambda _: None)
-    fit = load_predictor(weights, run.device)
-    if fit.action_dim == 0:
-        raise ValueError(f"the predictor in {weights.parent} takes no pushes (predictor.use_actions false): "
-                         f"retrain it with --predictor.use_actions true to plan with it")
-    if (run_dir / PREDICTOR / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
-        run.model.load_state_dict(torch.load(run_dir / PREDICTOR / PREDICTOR_ENCODER, map_location=run.device,
-                                             weights_only=True))
+    world = load_world_model(run_dir, cfg.device)
+    run, fit = world.run, world.predictor
     out = run_dir / PLAN
     out.mkdir(exist_ok=True)
     save_yaml(cfg, out / CONFIG)

@@ -16,7 +16,7 @@ from ..config import PredictorConfig, predictor_config, save_yaml
 from ..plots.style import save_figure
 from ..rundir import CONFIG, EVAL, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_HISTORY, PREDICTOR_WEIGHTS, write_json
 from ..runs import load_run
-from .figures import fig_predicted_frames, fig_rollout_errors
+from .figures import fig_predicted_frames, fig_probe_table, fig_rollout_errors
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .joint import fit_joint
 from .probes import probe_report
@@ -145,6 +145,8 @@ def evaluate_predictor(run_dir: Path | str, device: str = "auto", horizons: tupl
                         out / "predictions", formats=("png",))
     paths += save_figure(fig_rollout_errors(errors, title=f"{run_dir.name}: roll-out error on the test sequences\n"
                                                           f"{what}"), out / "rollout_error")
+    if probes:
+        paths += save_figure(fig_probe_table({run_dir.name: probes}), out / "probes", formats=("png",))
     stage.done("drew the pictures")
     report = {"run_dir": str(run_dir), "predictor": asdict(cfg), "horizons": list(horizons),
               "rollout_mse": {m: {str(h): v for h, v in e.items()} for m, e in errors.items()},
