@@ -15,7 +15,7 @@ Saving goes through matplotlib's Agg (PNG) and SVG canvases; no display is neede
 
 Modules: ``style`` (figures, axes, colours, saving), ``training`` (one run's curves and diagnostics),
 ``embeddings`` (t-SNE and scatter plots), ``compare`` (several runs side by side), ``run`` (``plot_run``).
-The world model's figures are in :mod:`vicreg.worldmodel.figures`.
+The world model's figures (roll-outs, probes, planning) are in :mod:`vicreg.plots.worldmodel`.
 """
 
 from .compare import fig_compare_embeddings, fig_compare_knn, fig_compare_loss, fig_compare_spectra

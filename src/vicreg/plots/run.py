@@ -12,6 +12,7 @@ from ..rundir import PLOTS, read_config_dict, read_diagnostics, read_knn, read_m
 from .embeddings import check_outputs, embedding_map, fig_scatter2d, fig_tsne
 from .style import save_figure
 from .training import fig_collapse_over_training, fig_knn, fig_loss_curves, fig_spectrum
+from .worldmodel import fig_plan_success, fig_probe_table, fig_success_horizon
 
 
 def run_title(run_dir: Path) -> str:
@@ -56,8 +57,6 @@ def plot_run(run_dir: Path | str, outputs: Mapping[str, np.ndarray] | None = Non
 def _world_model_figures(run_dir: Path, out: Path, name: str, formats: Sequence[str]) -> list[Path]:
     """From a video run's predictor/eval.json and plan/plan.json, when they exist: what the embedding keeps
     and drops (the probes), planning success per method, and success against the planning horizon."""
-    from ..worldmodel.figures import fig_plan_success, fig_probe_table, fig_success_horizon
-
     written: list[Path] = []
     probes = _read_json(run_dir / "predictor" / "eval.json").get("probes_r2")
     if probes:

@@ -17,9 +17,10 @@ Modules, in the order a run uses them:
 ``env``        planning episodes in the sprite simulator (the training data's physics and drawing)
 ``planners``   the searches: cross-entropy method, MPPI, gradient descent through the roll-out
 ``control``    the costs, the controllers (world model, oracle, random) and the closed loop
-``figures``    roll-out error curves, predicted frames, the probe table, planned vs executed paths
 ``run``        the two commands on a run directory: ``train_predictor`` and ``evaluate_predictor``
 ``planning``   ``vicreg plan``: the world model against a pixel-space one, an oracle and random pushes
+
+Their pictures are drawn by :mod:`vicreg.plots.worldmodel`.
 
 Everything goes to ``runs/<run>/predictor/`` (see vicreg.rundir):
 

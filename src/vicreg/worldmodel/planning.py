@@ -20,11 +20,11 @@ from torch import Tensor
 from ..config import PlanConfig, save_yaml
 from ..evaluate import extract_outputs
 from ..plots.style import save_figure
+from ..plots.worldmodel import fig_success_horizon, fig_trajectories
 from ..rundir import CONFIG, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_WEIGHTS, write_json
 from ..runs import LoadedRun, load_run
 from .control import ModelController, OracleController, Outcome, RandomController, run_episodes
 from .env import SpriteEnv
-from .figures import fig_success_horizon, fig_trajectories
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .sequences import actions_of, check_video_run, load_sequences
 

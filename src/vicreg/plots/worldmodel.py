@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from ..plots.style import figure
+from .style import figure
 
 __all__ = ["fig_rollout_errors", "fig_predicted_frames", "fig_probe_table", "fig_trajectories", "fig_success_horizon",
            "fig_plan_success"]
