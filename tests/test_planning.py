@@ -205,6 +205,10 @@ def test_plan_run_compares_every_method_with_leaves_on_and_off_and_draws_the_pic
     # the random baseline ignores the model: the same pushes, so the same distances, whatever the leaves
     on, off = report["results"]["leaves on"]["random"], report["results"]["leaves off"]["random"]
     assert on["mean_final_distance"] == off["mean_final_distance"]
+    from vicreg.plots import plot_run
+
+    names = {p.name for p in plot_run(planned_run, formats=("png",))}
+    assert {"plan_success.png", "success_horizon.png", "loss.png"} <= names
 
 
 def test_plan_command_prints_the_table_and_refuses_runs_it_cannot_plan_with(planned_run, tmp_path, capsys):
