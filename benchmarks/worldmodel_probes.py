@@ -30,9 +30,11 @@ from vicreg.worldmodel.sequences import embed_sequences, load_sequences, spread
 SETUPS: dict[str, dict] = {
     "preset": {},  # 64-D embedding, expander 256-256-256
     "linear-64": {"model.expander": [64]},  # the loss on a linear map of the 64-D embedding
-    "linear-16": {"model.embedding_dim": 16, "model.expander": [16]},
+    "linear-16": {"model.embedding_dim": 16, "model.expander": [16]},  # ... of a 16-D embedding
     "linear-8": {"model.embedding_dim": 8, "model.expander": [8]},
 }
+LABELS = {"preset": "sprites preset (64-D, expander 256x3)", "linear-64": "64-D, linear expander",
+          "linear-16": "16-D, linear expander", "linear-8": "8-D, linear expander"}
 
 
 def probe_one(setup: str, seed: int, out: Path, probe_frames: int, epochs: int | None) -> dict:
@@ -83,7 +85,8 @@ def main() -> None:
             print(f"{setup:<26}{target:<13}{e['mean']:>10.3f} +- {e['std']:.3f}{p['mean']:>10.3f} +- {p['std']:.3f}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "probes.json").write_text(json.dumps({"seeds": args.seeds, "setups": results}, indent=2))
-    for path in save_figure(fig_probe_table(results, len(args.seeds)), args.out / "probes", formats=("png",)):
+    labelled = {LABELS[name]: table for name, table in results.items()}
+    for path in save_figure(fig_probe_table(labelled, len(args.seeds)), args.out / "probes", formats=("png",)):
         print(f"wrote {path}")
 
 
