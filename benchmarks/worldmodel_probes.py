@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from vicreg.config import build_config
+from vicreg.config import build_config, parse_overrides
 from vicreg.plots.style import save_figure
 from vicreg.plots.worldmodel import fig_probe_table
 from vicreg.runs import load_run
@@ -37,8 +37,8 @@ LABELS = {"preset": "sprites preset (64-D, expander 256x3)", "linear-64": "64-D,
           "linear-16": "16-D, linear expander", "linear-8": "8-D, linear expander"}
 
 
-def probe_one(setup: str, seed: int, out: Path, probe_frames: int, epochs: int | None) -> dict:
-    overrides = {**SETUPS[setup], "train.seed": seed, "data.video.seed": seed, "train.out_dir": str(out),
+def probe_one(setup: str, seed: int, out: Path, probe_frames: int, epochs: int | None, extra: dict) -> dict:
+    overrides = {**extra, **SETUPS[setup], "train.seed": seed, "data.video.seed": seed, "train.out_dir": str(out),
                  "train.name": f"{setup}-seed{seed}", "train.knn_every": 0}
     if epochs is not None:
         overrides["train.epochs"] = epochs
@@ -67,16 +67,19 @@ def summarise(per_seed: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     ap.add_argument("--epochs", type=int, default=None, help="override the preset's 30 epochs (quick checks)")
     ap.add_argument("--probe-frames", type=int, default=3200)
     ap.add_argument("--out", type=Path, default=Path("runs/probes"))
-    args = ap.parse_args()
-    results = {s: summarise([probe_one(s, seed, args.out, args.probe_frames, args.epochs) for seed in args.seeds])
-               for s in args.setups}
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every run, e.g. data.video.sequences=100 (quick checks)")
+    args = ap.parse_args(argv)
+    extra = parse_overrides([f"--{kv}" for kv in args.set])
+    results = {s: summarise([probe_one(s, seed, args.out, args.probe_frames, args.epochs, extra)
+                             for seed in args.seeds]) for s in args.setups}
     print(f"\nlinear-probe R^2 on the test frames, mean +- std over seeds {args.seeds}")
     print(f"{'set-up':<26}{'target':<13}{'embedding':>17}{'raw pixels':>17}")
     for setup, table in results.items():

@@ -78,3 +78,26 @@ def test_recipe_search_trains_each_variant_and_tabulates_them(tmp_path, capsys):
     assert all(len(r["curve"]) == 2 and r["best"] >= r["final"] and r["raw_pixels"] > 90 for r in rows)
     assert "| optim.lr=0.004 |" in md.read_text() and "raw pixels" in capsys.readouterr().out
     assert list(search.GRID)[0] == "eta 0.001 (before)"  # the grid starts from the recipe before the search
+
+
+@pytest.mark.slow
+def test_worldmodel_probes_trains_each_setup_per_seed_and_reports_mean_and_spread(tmp_path, capsys):
+    probes = _load("worldmodel_probes")
+    tiny = ["data.video.sequences=16", "data.video.test_sequences=8", "data.video.length=6",
+            "data.video.canvas=16", "data.video.sprite_size=6", "data.video.distractors=2", "train.batch_size=8",
+            "train.diagnostics_samples=32", "train.knn_k=5,20", "train.progress=false", "model.head_widths=16",
+            "train.device=cpu"]
+    probes.main(["--seeds", "0", "1", "--setups", "preset", "linear-16", "--epochs", "1", "--probe-frames", "60",
+                 "--out", str(tmp_path), "--set", *tiny])
+    report = json.loads((tmp_path / "probes.json").read_text())
+    assert report["seeds"] == [0, 1] and set(report["setups"]) == {"preset", "linear-16"}
+    for table in report["setups"].values():
+        assert set(table) == {"position", "velocity", "distractors"}
+        for r in table.values():
+            values = r["embedding"]["values"]
+            assert len(values) == 2 and r["embedding"]["mean"] == pytest.approx(sum(values) / 2)
+            assert r["embedding"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    # other seeds, other sequences: the pixels' R^2 differs between seeds too
+    assert len(set(report["setups"]["preset"]["position"]["raw pixels"]["values"])) == 2
+    assert (tmp_path / "probes.png").stat().st_size > 0 and (tmp_path / "preset-seed1").is_dir()
+    assert "mean +- std over seeds [0, 1]" in capsys.readouterr().out

@@ -38,20 +38,17 @@ def QUIET(_msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_env_steps_with_the_physics_and_drawing_of_the_training_data():
-    seq = generate_sprites(replace(VIDEO, distractors=0), "test")
-    env = SpriteEnv(replace(VIDEO, distractors=0), episodes=4, seed=0)
-    env.sprites = seq.sprite_images
-    env.p, env.v = seq.positions[:, 0].clone(), seq.velocities[:, 0].clone()
-    assert torch.equal(env.observe(), seq.frames[:, 0])
-    for t in range(1, VIDEO.length):
-        # the generator pushes before the move from t-1; velocities[t-1] already holds that push, so the env
-        # replays it with no further push (its speed clip leaves a clipped speed as it is, up to one ulp of
-        # float32 on ~4 px/frame: 1e-5 px is far below the 0.5 px that would move a drawn pixel)
-        env.step(torch.zeros(4, 2))
-        assert torch.allclose(env.p, seq.positions[:, t], atol=1e-5)
-        env.v = seq.velocities[:, t].clone()
+def test_env_replays_the_training_data_push_for_push():
+    # seed 2s + 1 draws the digits, positions and velocities of the test split of video.seed = s, in its order
+    video = replace(VIDEO, distractors=0, seed=3)
+    seq = generate_sprites(video, "test")
+    env = SpriteEnv(video, episodes=video.test_sequences, seed=2 * video.seed + 1)
+    assert torch.equal(env.sprites, seq.sprite_images) and torch.equal(env.p, seq.positions[:, 0])
+    assert seq.actions[:, :-1].abs().sum(-1).gt(0).any()  # the data holds real pushes to replay
+    for t in range(VIDEO.length):
+        assert torch.equal(env.p, seq.positions[:, t])  # the same float32 operations in the same order
         assert torch.equal(env.observe(), seq.frames[:, t])
+        env.step(seq.actions[:, t])
 
 
 def test_env_episodes_are_seeded_and_goal_frames_show_the_sprite_at_its_goal():
@@ -128,6 +125,44 @@ def test_rollout_cost_rolls_every_candidate_out_and_averages_the_distance_to_the
     assert torch.allclose(cost, torch.tensor([[0.25, 0.5]]))
 
 
+class Weighted(nn.Module):
+    """A toy predictor that reads every push of its context: next = last + sum_i w_i a_i (k = 3, E = A = 2)."""
+
+    context, action_dim, dim, width = 3, 2, 2, 1
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([100.0, 10.0, 1.0]))
+
+    def forward(self, context, actions):
+        return context[:, -1] + (self.w[:, None] * actions).sum(1)
+
+
+def test_the_model_controller_feeds_the_observed_pushes_before_the_candidates():
+    from vicreg.worldmodel.control import ModelController
+    from vicreg.worldmodel.predictor import EmbeddingNorm
+
+    model = Weighted()
+    norm = EmbeddingNorm(torch.zeros(2), torch.ones(2))
+    ctrl = ModelController(lambda f: f.float().flatten(1), model, norm, PlanConfig(horizon=2), 1.0,
+                           torch.device("cpu"))
+    frame = torch.tensor([[[[0, 0]]]], dtype=torch.uint8)  # (N=1, C=1, 1, 2): the "embedding" is the pixels
+    ctrl.start(None, torch.tensor([[[[5, 5]]]], dtype=torch.uint8))
+    ctrl.observe(torch.tensor([[[[9, 9]]]], dtype=torch.uint8), None)  # falls out of the 3-frame context
+    ctrl.observe(frame, torch.tensor([[0.9, 0.9]]))  # falls out: only the 2 pushes between the last 3 frames stay
+    ctrl.observe(frame, torch.tensor([[0.01, 0.0]]))
+    ctrl.observe(frame, torch.tensor([[0.02, 0.0]]))
+    candidate = torch.tensor([[[[0.03, 0.0], [0.04, 0.0]]]])  # (N=1, S=1, H=2, A=2)
+    # step 1: pushes (0.01, 0.02, 0.03) -> x = 100*0.01 + 10*0.02 + 0.03 = 1.23
+    # step 2: pushes (0.02, 0.03, 0.04) -> x = 1.23 + 2 + 0.3 + 0.04 = 3.57; y stays 0
+    # cost: mean over the 2 steps of ((x - 5)^2 + 25) / 2
+    expected = (((1.23 - 5) ** 2 + 25) / 2 + ((3.57 - 5) ** 2 + 25) / 2) / 2
+    assert float(ctrl.cost()(candidate)) == pytest.approx(expected, rel=1e-5)  # float32 sums of ~30
+    model.train()
+    ctrl.plan()  # planning leaves the caller's model as it was
+    assert model.training and model.w.requires_grad
+
+
 def test_simulator_cost_is_the_mean_squared_distance_along_the_open_loop_path():
     env = SpriteEnv(VIDEO, 3, seed=1)
     actions = (torch.rand(3, 5, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1)
@@ -149,6 +184,8 @@ def test_the_oracle_reaches_nearly_every_goal_and_random_pushes_rarely_do():
     assert random.summary()["success_rate"] <= 6 / 16
     assert oracle.final_distance.mean() < random.final_distance.mean() / 3
     assert len(oracle.plan_seconds) == 20 and oracle.summary()["episodes"] == 16
+    assert oracle.summary()["plan_calls"] == 19  # the first call (warm-up) left out of the timing
+    assert oracle.first_frames.shape == oracle.goal_frames.shape == (16, 1, 32, 32)
 
 
 def test_pixel_embedding_pools_the_frame_by_two():
@@ -164,6 +201,7 @@ def test_pixel_embedding_pools_the_frame_by_two():
 
 @pytest.mark.parametrize("field, value, message", [
     ("planner", "rrt", "plan.planner"), ("samples", 1, "plan.samples"), ("elites", 500, "plan.elites"),
+    ("elites", 1, "plan.elites"),
     ("replan_every", 9, "plan.replan_every"), ("success_distance", 0, "plan.success_distance"),
 ])
 def test_plan_config_refuses_bad_values_in_one_line(field, value, message):

@@ -428,9 +428,10 @@ def plan_config(data: dict | None = None) -> PlanConfig:
     """Build and validate a PlanConfig from a (possibly partial) dict (``--plan.key value`` overrides without
     their prefix)."""
     cfg = _from_dict(PlanConfig, dict(data or {}), "plan.")
-    for name in ("horizon", "iterations", "elites", "replan_every", "episodes", "steps"):
+    for name in ("horizon", "iterations", "replan_every", "episodes", "steps"):
         _check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
     _check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")
+    _check(cfg.elites >= 2, "plan.elites", cfg.elites, "must be >= 2 (the cross-entropy method refits a spread)")
     _check(cfg.elites <= cfg.samples, "plan.elites", cfg.elites, f"must be <= plan.samples={cfg.samples}")
     _check(cfg.replan_every <= cfg.horizon, "plan.replan_every", cfg.replan_every,
            f"must be <= plan.horizon={cfg.horizon} (a plan holds horizon pushes)")

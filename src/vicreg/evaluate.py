@@ -177,9 +177,10 @@ def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
 
     Features are standardised with the training statistics, features and targets centred on the training
     means; the ridge strength (times the number of training rows) is the one of ``alphas`` with the lowest
-    leave-one-out error on the training rows. The R^2 is averaged over the Q targets (1 = perfect, 0 = no
+    leave-one-out error on the training rows (each row left out of the fit, the standardisation and centring
+    kept at all rows'). The R^2 is averaged over the Q targets (1 = perfect, 0 = no
     better than the training mean, negative = worse). Solved in float64 through one eigendecomposition of
-    X^T X, which gives the weights and the exact leave-one-out residuals of every strength:
+    X^T X, which gives the weights and those leave-one-out residuals of every strength in closed form:
     with X^T X = V diag(l) V^T and U = X V, the fit is U diag(1 / (l + a)) U^T y, the hat matrix's diagonal
     h_i = sum_j U_ij^2 / (l_j + a), and the residual of row i left out is (y_i - fit_i) / (1 - h_i).
     """

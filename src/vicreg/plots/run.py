@@ -67,7 +67,8 @@ def _world_model_figures(run_dir: Path, out: Path, name: str, formats: Sequence[
         written += save_figure(fig_plan_success(plan["results"], title=what), out / "plan_success", formats)
     if plan.get("success_by_horizon"):
         sweep = {int(h): r["success_rate"] for h, r in plan["success_by_horizon"].items()}
-        written += save_figure(fig_success_horizon(sweep, title=f"{name}: world model, leaves on"),
+        leaves = "leaves on" if plan.get("leaves") else "leaves off"
+        written += save_figure(fig_success_horizon(sweep, title=f"{name}: world model, {leaves}"),
                                out / "success_horizon", formats)
     return written
 

@@ -17,20 +17,21 @@ of H pushes; :func:`run_episodes` executes the first ``replan_every`` of them an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from ..config import PlanConfig
+from ..config import PlanConfig, config_to_dict, plan_config
 from ..data.video import move, push
 from .env import SpriteEnv
 from .planners import Cost, plan
 from .predictor import EmbeddingNorm
 
 __all__ = ["Outcome", "rollout_cost", "simulator_cost", "ModelController", "OracleController", "RandomController",
-           "run_episodes", "open_loop_path"]
+           "run_episodes", "open_loop_path", "frozen"]
 
 Encode = Callable[[Tensor], Tensor]  # uint8 frames (N, C, H, W) -> embeddings (N, E) on the model's device
 
@@ -104,15 +105,31 @@ class _Planning:
         return actions.detach().cpu()
 
 
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients into the weights inside (gradient descent differentiates the pushes only);
+    the model's mode and its parameters' flags are restored on exit."""
+    was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 class ModelController(_Planning):
-    """Plans with a predictor over embeddings given by ``encode`` (a VICReg encoder, or pixels)."""
+    """Plans with a predictor over embeddings given by ``encode`` (a VICReg encoder, or pixels). Leaves the
+    caller's model and norm as they were."""
 
     def __init__(self, encode: Encode, model: nn.Module, norm: EmbeddingNorm, cfg: PlanConfig, bound: float,
                  device: torch.device):
         super().__init__(cfg, bound, model.action_dim, device)
-        self.encode, self.model, self.norm, self.k = encode, model.eval(), norm.to(device), model.context
-        for p in self.model.parameters():
-            p.requires_grad_(False)  # gradient descent differentiates the actions, never the weights
+        self.encode, self.model, self.k = encode, model, model.context
+        self.norm = EmbeddingNorm(norm.mean.to(device), norm.std.to(device))
 
     def start(self, env: SpriteEnv | None, goal_frames: Tensor) -> None:
         self.goal = self.norm(self.encode(goal_frames))
@@ -127,10 +144,16 @@ class ModelController(_Planning):
             self.actions = [*self.actions[-(self.k - 2):], action.to(self.device)] if self.k > 2 else \
                 [action.to(self.device)]
 
-    def plan(self) -> Tensor:
+    def cost(self) -> Cost:
+        """The cost of candidate pushes from what was observed: the last k embeddings, the k - 1 pushes
+        between them, the goal."""
         n = self.goal.shape[0]
         past = torch.stack(self.actions, 1) if self.k > 1 else self.goal.new_zeros(n, 0, self.action_dim)
-        return self.search(rollout_cost(self.model, torch.stack(self.embeddings, 1), past, self.goal), n)
+        return rollout_cost(self.model, torch.stack(self.embeddings, 1), past, self.goal)
+
+    def plan(self) -> Tensor:
+        with frozen(self.model):
+            return self.search(self.cost(), self.goal.shape[0])
 
 
 class OracleController(_Planning):
@@ -169,22 +192,28 @@ class RandomController:
 class Outcome:
     """One controller on one set of episodes. path: sprite 0's positions (N, steps + 1, 2) from the first
     planned step on; planned: where the first plan would have taken it, executed blind (N, horizon + 1, 2);
-    plan_seconds: the wall time of every planning call (all episodes at once)."""
+    goal: the goal positions (N, 2); first_frames, goal_frames: what the controller saw at its first plan and
+    as the goal, uint8 (N, C, H, W); plan_seconds: the wall time of every planning call (all episodes at once)."""
 
     final_distance: Tensor
     success: Tensor
     path: Tensor
     planned: Tensor
     goal: Tensor
+    first_frames: Tensor
+    goal_frames: Tensor
     plan_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
+        """Success rate, final distances, and the seconds of one planning call for all episodes at once (the
+        first call, which carries one-off warm-up such as CUDA's, left out when there are more)."""
         n = len(self.success)
+        calls = self.plan_seconds[1:] if len(self.plan_seconds) > 1 else self.plan_seconds
+        per_call = sum(calls) / max(len(calls), 1)
         return {"episodes": n, "success_rate": float(self.success.float().mean()),
                 "mean_final_distance": float(self.final_distance.mean()),
                 "median_final_distance": float(self.final_distance.median()),
-                "plan_seconds_per_step": sum(self.plan_seconds) / max(len(self.plan_seconds), 1),
-                "plan_ms_per_episode_step": 1000 * sum(self.plan_seconds) / max(len(self.plan_seconds), 1) / n}
+                "plan_seconds": per_call, "plan_ms_per_episode": 1000 * per_call / n, "plan_calls": len(calls)}
 
 
 def run_episodes(env: SpriteEnv, controller, cfg: PlanConfig, context: int,
@@ -193,12 +222,17 @@ def run_episodes(env: SpriteEnv, controller, cfg: PlanConfig, context: int,
     ``context`` frames of the sprite moving without pushes, then plans, the first ``cfg.replan_every`` pushes
     are executed, it sees the frames they produced, and plans again, for ``cfg.steps`` pushes in all. An
     episode succeeds when sprite 0 ends within ``cfg.success_distance`` pixels of its goal position."""
-    controller.start(env, env.goal_frames())
-    controller.observe(env.observe(), None)
+    cfg = plan_config(config_to_dict(cfg))  # validated: settings built in Python skip the command line's checks
+    goal_frames = env.goal_frames()
+    controller.start(env, goal_frames)
+    frame = env.observe()
+    controller.observe(frame, None)
     zeros = torch.zeros(len(env), 2)
     for _ in range(context - 1):
         env.step(zeros)
-        controller.observe(env.observe(), zeros)
+        frame = env.observe()
+        controller.observe(frame, zeros)
+    first_frames = frame
     path, planned, seconds = [env.p[:, 0].clone()], None, []
     actions = zeros[:, None]
     for t in range(cfg.steps):
@@ -216,4 +250,4 @@ def run_episodes(env: SpriteEnv, controller, cfg: PlanConfig, context: int,
             progress(1)
     distance = env.distance()
     return Outcome(distance, distance <= cfg.success_distance, torch.stack(path, 1), planned, env.goal.clone(),
-                   seconds)
+                   first_frames, goal_frames, seconds)

@@ -2,10 +2,11 @@
 end where it stands in a goal frame; every push is executed with the physics that made the training data.
 
 The physics and the drawing are :mod:`vicreg.data.video`'s own (``push``, ``move``, ``render_frames``), so a
-frame here is drawn exactly as a training frame would be. Episode ``i`` of a seed is always the same: start
-position and velocity as :func:`vicreg.data.video.generate_sprites` draws them, a goal position uniform over
-the canvas, a digit from the sprites' test split. The leaves are redrawn at random in every frame, from the
-environment's own generator, so every planner sees the same leaves in the same order.
+frame here is drawn exactly as a training frame would be. The episodes of a (seed, count) are always the same:
+digits, start positions and velocities drawn in the order :func:`vicreg.data.video.generate_sprites` draws
+them (batched, so a different count gives other episodes; seed 2s + 1 starts where the test split of
+``video.seed = s`` starts), then a goal position uniform over the canvas. The leaves are redrawn at random
+in every frame, from the environment's own generator, so every planner sees the same leaves in the same order.
 """
 
 from __future__ import annotations

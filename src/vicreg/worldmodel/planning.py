@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import PlanConfig, save_yaml
+from ..config import PlanConfig, config_to_dict, plan_config, save_yaml
 from ..evaluate import extract_outputs
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_success_horizon, fig_trajectories
@@ -95,8 +95,10 @@ def plan_pushes(world: WorldModel, frames: Tensor, pushes: Tensor, goal: Tensor,
     frames: uint8 (k, C, H, W), the last ``world.context`` frames of an episode, oldest first; pushes: (k - 1, 2),
     the push applied between each of them and the next; goal: uint8 (C, H, W). A leading batch dimension on all
     three plans N episodes at once (one batched roll-out per planner iteration) and returns (N, H, 2).
-    ``cfg``: the planner and its settings (default PlanConfig(): CEM over 8 pushes)."""
-    cfg = cfg or PlanConfig()
+    ``cfg``: the planner and its settings (default PlanConfig(): CEM over 8 pushes); it plans on the world
+    model's device (``cfg.device`` is for ``vicreg plan``, which loads the world model)."""
+    cfg = plan_config(config_to_dict(cfg or PlanConfig()))  # validated: settings built in Python skip the CLI
+    given = f"{tuple(frames.shape)}, {tuple(pushes.shape)} and {tuple(goal.shape)}"
     single = frames.ndim == 4
     if single:
         frames, pushes, goal = frames[None], pushes[None], goal[None]
@@ -104,8 +106,7 @@ def plan_pushes(world: WorldModel, frames: Tensor, pushes: Tensor, goal: Tensor,
     if frames.ndim != 5 or frames.shape[1] != k or pushes.shape != (frames.shape[0], k - 1, 2) \
             or goal.shape != (frames.shape[0], *frames.shape[2:]):
         raise ValueError(f"plan_pushes needs the last {k} frames (k, C, H, W), the {k - 1} pushes between them "
-                         f"(k - 1, 2) and a goal frame (C, H, W) (or all with a batch dimension), got "
-                         f"{tuple(frames.shape)}, {tuple(pushes.shape)} and {tuple(goal.shape)}")
+                         f"(k - 1, 2) and a goal frame (C, H, W) (or all with a batch dimension), got {given}")
     fit = world.predictor
     controller = ModelController(encoder_embedding(world.run), fit.model, fit.norm, cfg,
                                  float(world.run.cfg.data.video.push), world.run.device)
@@ -150,6 +151,10 @@ def _controller(method: str, cfg: PlanConfig, run: LoadedRun, fit: FitResult, pi
     return RandomController(cfg, bound)
 
 
+def _leaves(count: int) -> str:
+    return f"leaves {'on' if count else 'off'}"
+
+
 def _episodes(run: LoadedRun, cfg: PlanConfig, leaves: int) -> SpriteEnv:
     return SpriteEnv(run.cfg.data.video, cfg.episodes, cfg.seed, leaves, run.cfg.data.data_dir)
 
@@ -161,7 +166,7 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
     of ``horizons``. Writes run_dir/plan/ (module docstring) and returns plan.json's content."""
     from tqdm.auto import tqdm
 
-    cfg = cfg or PlanConfig()
+    cfg = plan_config(config_to_dict(cfg or PlanConfig()))
     run_dir = Path(run_dir)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -185,22 +190,20 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
         method, on = setting[:2]
         c = cfg if len(setting) == 2 else replace(cfg, horizon=setting[2],
                                                    replan_every=min(cfg.replan_every, setting[2]))
-        bar.set_description(f"{method}, leaves {'on' if on else 'off'}" + (f", horizon {c.horizon}"
-                                                                          if len(setting) == 3 else ""))
+        bar.set_description(f"{method}, {_leaves(on)}" + (f", horizon {c.horizon}" if len(setting) == 3 else ""))
         outcome = run_episodes(_episodes(run, c, on), _controller(method, c, run, fit, pixel, bound), c, k,
                                progress=bar.update)
         summary = outcome.summary()
         if len(setting) == 3:
             sweep[str(c.horizon)] = summary
         else:
-            results.setdefault(f"leaves {'on' if on else 'off'}", {})[method] = summary
-            outcomes[f"{method}, leaves {'on' if on else 'off'}"] = outcome
-        bar.write(f"{method:<12} leaves {'on ' if on else 'off'}"
-                  + (f" horizon {c.horizon:<3}" if len(setting) == 3 else "")
+            results.setdefault(_leaves(on), {})[method] = summary
+            outcomes[f"{method}, {_leaves(on)}"] = outcome
+        bar.write(f"{method:<12} {_leaves(on):<10}" + (f" horizon {c.horizon:<3}" if len(setting) == 3 else "")
                   + f" success {100 * summary['success_rate']:5.1f} %, mean final distance "
-                  f"{summary['mean_final_distance']:5.2f} px, {summary['plan_seconds_per_step']:.3f} s per plan")
+                  f"{summary['mean_final_distance']:5.2f} px, {summary['plan_seconds']:.3f} s per plan")
     bar.close()
-    paths = _figures(run_dir, run, outcomes, sweep, cfg, leaves, k, out)
+    paths = _figures(run_dir, run, outcomes, sweep, cfg, _leaves(leaves), out)
     report = {"run_dir": str(run_dir), "plan": asdict(cfg), "context": k, "leaves": leaves,
               "success_distance_px": cfg.success_distance, "results": results,
               "success_by_horizon": sweep, "figures": [str(p) for p in paths], "device": str(run.device),
@@ -210,24 +213,19 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
 
 
 def _figures(run_dir: Path, run: LoadedRun, outcomes: dict[str, Outcome], sweep: dict, cfg: PlanConfig,
-             leaves: int, context: int, out: Path) -> list[Path]:
-    key = "world model, leaves " + ("on" if leaves else "off")
+             leaves: str, out: Path) -> list[Path]:
+    shown_outcomes = {m.split(",")[0]: o for m, o in outcomes.items() if m.endswith(leaves)}
     paths: list[Path] = []
-    if key in outcomes:
-        env = _episodes(run, cfg, leaves)  # the same episodes again: the goal frames and the first plan's frames
+    if "world model" in shown_outcomes:
         shown = torch.arange(min(6, cfg.episodes))
-        goal = env.goal_frames()[shown]
-        for _ in range(context - 1):
-            env.step(torch.zeros(len(env), 2))
-        start = env.observe()[shown]
-        others = {m: o for m, o in outcomes.items() if m.endswith("leaves " + ("on" if leaves else "off"))}
-        paths += save_figure(fig_trajectories(start, goal, {m.split(",")[0]: o for m, o in others.items()}, shown,
-                                              run.cfg.data.video.sprite_size, cfg.success_distance,
-                                              title=f"{run_dir.name}: {cfg.planner}, horizon {cfg.horizon}"),
+        first = shown_outcomes["world model"]
+        paths += save_figure(fig_trajectories(first.first_frames[shown], first.goal_frames[shown], shown_outcomes,
+                                              shown, run.cfg.data.video.sprite_size, cfg.success_distance,
+                                              title=f"{run_dir.name}: {cfg.planner}, horizon {cfg.horizon}, {leaves}"),
                              out / "trajectories", formats=("png",))
     if sweep:
         paths += save_figure(fig_success_horizon({int(h): s["success_rate"] for h, s in sweep.items()},
-                                                 title=f"{run_dir.name}: world model ({cfg.planner}), leaves on, "
+                                                 title=f"{run_dir.name}: world model ({cfg.planner}), {leaves}, "
                                                        f"{cfg.episodes} episodes"),
                              out / "success_horizon", formats=("png",))
     return paths
@@ -238,13 +236,14 @@ def format_plan_table(report: dict) -> str:
     lines = [f"planning toward a goal frame: {report['plan']['episodes']} episodes of {report['plan']['steps']} "
              f"pushes, {report['plan']['planner']} over {report['plan']['horizon']} steps, success = within "
              f"{report['success_distance_px']:g} px of the goal",
-             f"{'':<24}{'success':>9}{'final distance':>16}{'s per plan':>12}"]
+             f"{'':<24}{'success':>9}{'final distance':>16}{'s per plan':>12}{'ms per episode':>16}"]
     for leaves, table in report["results"].items():
         for method, r in table.items():
             lines.append(f"{method + ', ' + leaves:<24}{100 * r['success_rate']:>8.1f}%"
-                         f"{r['mean_final_distance']:>13.2f} px{r['plan_seconds_per_step']:>12.3f}")
+                         f"{r['mean_final_distance']:>13.2f} px{r['plan_seconds']:>12.3f}"
+                         f"{r['plan_ms_per_episode']:>16.2f}")
     if report["success_by_horizon"]:
-        lines += ["", "world model, leaves on: success by planning horizon"]
+        lines += ["", f"world model, {_leaves(report['leaves'])}: success by planning horizon"]
         lines += [f"  horizon {h:>3}: {100 * r['success_rate']:5.1f} %"
                   for h, r in report["success_by_horizon"].items()]
     return "\n".join(lines)
