@@ -171,10 +171,10 @@ def fig_success_horizon(success: Mapping[int, float], title: str = "") -> Figure
     hs = sorted(success)
     ax.plot(hs, [100 * success[h] for h in hs], "o-", color="C0")
     for h in hs:
-        ax.annotate(f"{100 * success[h]:.0f}%", (h, 100 * success[h]), textcoords="offset points", xytext=(0, 6),
+        ax.annotate(f"{100 * success[h]:.1f}%", (h, 100 * success[h]), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize=8)
     ax.set_xticks(hs, [str(h) for h in hs])
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
     ax.set_xlabel("planning horizon (pushes predicted ahead)")
     ax.set_ylabel("episodes reaching the goal (%)")
     ax.grid(True, alpha=0.3)
