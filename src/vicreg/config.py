@@ -249,11 +249,12 @@ class PlanConfig:
 
     planner: Literal["cem", "mppi", "gd"] = "cem"  # cross-entropy method, MPPI, or gradient descent on actions
     horizon: int = 8  # pushes planned ahead (steps of the predictor's roll-out)
-    samples: int = 100  # candidate push sequences per episode and iteration (gd: parallel starts)
+    samples: int = 100  # cem/mppi: candidate push sequences per episode and iteration
     iterations: int = 4  # cem/mppi: refits of the sampling distribution; gd: iterations x 5 gradient steps
     elites: int = 10  # cem: the best samples the distribution is refitted to
     temperature: float = 0.05  # mppi: softmax temperature on the costs, as a fraction of their spread
     gd_lr: float = 0.2  # gd: Adam's learning rate on the pushes
+    gd_starts: int = 16  # gd: push sequences descended in parallel per episode (the cheapest is kept)
     replan_every: int = 1  # simulator steps between plans (closed loop: each plan starts from real frames)
     episodes: int = 200  # the fixed, seeded set of start states and goals
     steps: int = 20  # pushes per episode
@@ -437,6 +438,7 @@ def plan_config(data: dict | None = None) -> PlanConfig:
            f"must be <= plan.horizon={cfg.horizon} (a plan holds horizon pushes)")
     _check(cfg.temperature > 0, "plan.temperature", cfg.temperature, "must be > 0")
     _check(cfg.gd_lr > 0, "plan.gd_lr", cfg.gd_lr, "must be > 0")
+    _check(cfg.gd_starts >= 1, "plan.gd_starts", cfg.gd_starts, "must be >= 1")
     _check(cfg.success_distance > 0, "plan.success_distance", cfg.success_distance, "must be > 0 (pixels)")
     return cfg
 

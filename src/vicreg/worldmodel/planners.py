@@ -64,10 +64,10 @@ def mppi(cost: Cost, mean: Tensor, bound: float, cfg: PlanConfig, generator: tor
 
 
 def gradient_descent(cost: Cost, mean: Tensor, bound: float, cfg: PlanConfig, generator: torch.Generator) -> Tensor:
-    """Gradient descent through the cost (a differentiable roll-out): ``cfg.samples`` starts around the mean,
-    pushes parametrised as bound x tanh(u) so they stay in the box, Adam (``cfg.gd_lr``) for
-    ``cfg.iterations`` x 5 steps on all starts at once; returns the cheapest."""
-    start = _samples(mean, torch.full_like(mean, bound / 2), cfg.samples, bound, generator)
+    """Gradient descent through the cost (a differentiable roll-out): ``cfg.gd_starts`` starts around the mean
+    (the first is the mean), pushes parametrised as bound x tanh(u) so they stay in the box, Adam
+    (``cfg.gd_lr``) for ``cfg.iterations`` x 5 steps on all starts at once; returns the cheapest."""
+    start = _samples(mean, torch.full_like(mean, bound / 2), cfg.gd_starts, bound, generator)
     u = torch.atanh((start / bound).clamp(-0.999, 0.999)).requires_grad_(True)
     optimizer = torch.optim.Adam([u], lr=cfg.gd_lr)
     with torch.enable_grad():
