@@ -3,7 +3,7 @@
     make gpu-check                     # = python benchmarks/gpu_check.py --out gpu_check.json
     python benchmarks/gpu_check.py --quick --device cpu     # the same path on a CPU, tiny (a dry run)
 
-Parts, each a subprocess with its own time limit (150, 180, 180 and 240 s), so that one failure or
+Parts, each a subprocess with its own time limit (150, 180, 180, 240 and 240 s), so that one failure or
 overrun leaves the others' figures in the file (with its return code and the tail of its output):
 
 1. ``pytest -m cuda``: the CUDA-only tests (per-view batch norm on the GPU, the compiled step under CUDA
@@ -12,6 +12,8 @@ overrun leaves the others' figures in the file (with its return code and the tai
    on ResNet-18 at 32x32x3 and 28x28x1, batch 512 (images/s, ms/step, share of the bf16 peak, compile time).
 3. ``benchmarks/time_to_accuracy.py``: the resnet18-fashion preset as it ships, training seconds to
    k-NN@20 of 88, 89, 90 and 91 % on the Fashion-MNIST test set (``--fashion-dir``: the IDX .gz files).
+4. ``benchmarks/planning.py``: the sprites-control encoder and predictor trained on the device, then
+   ``vicreg plan`` on 200 episodes (world model, oracle, random; leaves on and off; horizons 2, 4, 8).
 
 The JSON holds the device, torch's version, each part's figures and the wall time of each part.
 """
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fashion-dir", default=None,
                    help="folder with Fashion-MNIST's IDX .gz files (default: .data/fashion-mnist, else Debian's)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a dry run of the whole check (e.g. on a CPU)")
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: tests, throughput, accuracy")
+    p.add_argument("--skip", default="",
+                   help="comma-separated parts to leave out: tests, throughput, accuracy, planning")
     args = p.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     candidates = (ROOT / ".data/fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
@@ -104,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                                      str(fashion), "--json", str(out), "--train.progress", "false", *extra],
                 240 if not args.quick else 600, report)
             report["time_to_accuracy"]["figures"] = load_json(out)
+
+    if "planning" not in skip:
+        out = tmp / "planning.json"
+        extra = ["--quick"] if args.quick else ["--methods", "world model", "oracle", "random", "--horizons", "2",
+                                                "4", "8"]
+        run("planning", [py, "benchmarks/planning.py", "--device", args.device, "--out", str(out), *extra],
+            240 if not args.quick else 300, report)
+        report["planning"]["figures"] = load_json(out)
 
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     args.out.write_text(json.dumps(report, indent=2))

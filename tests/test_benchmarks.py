@@ -101,3 +101,16 @@ def test_worldmodel_probes_trains_each_setup_per_seed_and_reports_mean_and_sprea
     assert len(set(report["setups"]["preset"]["position"]["raw pixels"]["values"])) == 2
     assert (tmp_path / "probes.png").stat().st_size > 0 and (tmp_path / "preset-seed1").is_dir()
     assert "mean +- std over seeds [0, 1]" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_planning_benchmark_trains_the_world_model_and_plans_with_it(tmp_path, capsys):
+    planning = _load("planning")
+    out = tmp_path / "p.json"
+    assert planning.main(["--quick", "--device", "cpu", "--out", str(out), "--runs", str(tmp_path / "runs"),
+                          "--plan.episodes", "3"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["stage_seconds"]) == {"encoder", "predictor", "plan"} and report["plan"]["episodes"] == 3
+    assert set(report["results"]["leaves on"]) == {"world model", "pixels", "oracle", "random"}
+    assert set(report["success_by_horizon"]) == {"1", "2"} and report["device"] == "cpu"
+    assert "planning toward a goal frame" in capsys.readouterr().out
