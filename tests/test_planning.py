@@ -157,7 +157,7 @@ def test_the_model_controller_feeds_the_observed_pushes_before_the_candidates():
     # step 2: pushes (0.02, 0.03, 0.04) -> x = 1.23 + 2 + 0.3 + 0.04 = 3.57; y stays 0
     # cost: mean over the 2 steps of ((x - 5)^2 + 25) / 2
     expected = (((1.23 - 5) ** 2 + 25) / 2 + ((3.57 - 5) ** 2 + 25) / 2) / 2
-    assert float(ctrl.cost()(candidate)) == pytest.approx(expected, rel=1e-5)  # float32 sums of ~30
+    assert float(ctrl.cost()(candidate).detach()) == pytest.approx(expected, rel=1e-5)  # float32 sums of ~30
     model.train()
     ctrl.plan()  # planning leaves the caller's model as it was
     assert model.training and model.w.requires_grad
