@@ -248,7 +248,7 @@ class PlanConfig:
     predictive control over the predictor's roll-outs, executed closed loop in the sprite simulator."""
 
     planner: Literal["cem", "mppi", "gd"] = "cem"  # cross-entropy method, MPPI, or gradient descent on actions
-    horizon: int = 8  # pushes planned ahead (steps of the predictor's roll-out)
+    horizon: int = 4  # pushes planned ahead (steps of the predictor's roll-out)
     samples: int = 100  # cem/mppi: candidate push sequences per episode and iteration
     iterations: int = 4  # cem/mppi: refits of the sampling distribution; gd: iterations x 5 gradient steps
     elites: int = 10  # cem: the best samples the distribution is refitted to

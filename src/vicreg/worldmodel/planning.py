@@ -95,7 +95,7 @@ def plan_pushes(world: WorldModel, frames: Tensor, pushes: Tensor, goal: Tensor,
     frames: uint8 (k, C, H, W), the last ``world.context`` frames of an episode, oldest first; pushes: (k - 1, 2),
     the push applied between each of them and the next; goal: uint8 (C, H, W). A leading batch dimension on all
     three plans N episodes at once (one batched roll-out per planner iteration) and returns (N, H, 2).
-    ``cfg``: the planner and its settings (default PlanConfig(): CEM over 8 pushes); it plans on the world
+    ``cfg``: the planner and its settings (default PlanConfig(): CEM over 4 pushes); it plans on the world
     model's device (``cfg.device`` is for ``vicreg plan``, which loads the world model)."""
     cfg = plan_config(config_to_dict(cfg or PlanConfig()))  # validated: settings built in Python skip the CLI
     given = f"{tuple(frames.shape)}, {tuple(pushes.shape)} and {tuple(goal.shape)}"
