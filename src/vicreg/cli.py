@@ -153,6 +153,11 @@ def _add_run_commands(sub) -> None:
                     help="what the encoder outputs: the head's embedding (default) or the backbone's representation")
 
 
+def _defaults(cfg) -> str:
+    """'key=value, ...' of a config dataclass's fields: its defaults, for a command's description."""
+    return ", ".join(f"{k}={v}" for k, v in config_to_dict(cfg).items())
+
+
 def _add_world_model_commands(sub) -> None:
     tp = sub.add_parser("train-predictor", help="train the JEPA predictor on a video run's frozen embeddings",
                         description="Embed every frame of the run's video sequences (data.dataset sprites or "
@@ -160,7 +165,7 @@ def _add_world_model_commands(sub) -> None:
                         "the last --predictor.context ones (and the pushes, when the sequences have them). Any "
                         "PredictorConfig field as --predictor.key value, e.g. --predictor.model transformer "
                         "--predictor.epochs 50 --predictor.joint true. Fields and defaults: "
-                        + ", ".join(f"{k}={v}" for k, v in config_to_dict(PredictorConfig()).items())
+                        + _defaults(PredictorConfig())
                         + ". Writes RUN_DIR/predictor/, replacing the predictor trained before.")
     tp.add_argument("run_dir", metavar="RUN_DIR")
     tp.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
@@ -192,14 +197,14 @@ def _add_plan_command(sub) -> None:
                         "pushes; with the leaves on and off. Needs a run on pushed sprites (--preset "
                         "sprites-control) with a predictor (vicreg train-predictor). Any PlanConfig field as "
                         "--plan.key value: "
-                        + ", ".join(f"{k}={v}" for k, v in config_to_dict(PlanConfig()).items())
+                        + _defaults(PlanConfig())
                         + ". Writes RUN_DIR/plan/.")
     pp.add_argument("run_dir", metavar="RUN_DIR")
     pp.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
                     help=f"what to compare (default: all of {', '.join(METHODS)}; quote 'world model')")
     pp.add_argument("--horizons", type=_at_least(1), nargs="*", default=[],
-                    help="also plan with the world model at these horizons (leaves on): the success-vs-horizon "
-                    "curve, e.g. --horizons 1 2 4 8")
+                    help="also plan with the world model at these horizons (with the run's leaves): the "
+                    "success-vs-horizon curve, e.g. --horizons 1 2 4 8")
 
 
 def _add_experiment_command(sub) -> None:
