@@ -107,7 +107,7 @@ def fig_probe_table(setups: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
             color = "0.6" if label == "raw pixels" else f"C{j}"
             ax.bar(j * width, mean, width * 0.9, yerr=std if seeds > 1 else None, color=color, capsize=3,
                    label=label if i == 0 else None)
-            ax.text(j * width, max(mean, 0) + 0.02, f"{mean:.2f}", ha="center", fontsize=7)
+            ax.text(j * width, max(mean, 0) + (std if seeds > 1 else 0) + 0.02, f"{mean:.2f}", ha="center", fontsize=7)
         ax.set_xticks([])
         ax.set_ylim(min(0.0, min(b[1] for b in bars) - 0.05), 1.08)
         ax.axhline(0, color="k", lw=0.6)
