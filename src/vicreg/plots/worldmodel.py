@@ -51,7 +51,9 @@ def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, 
     if nearest.shape[:2] != (s, horizon):
         raise ValueError(f"nearest frames {nearest.shape[:2]} do not match {s} sequences x {horizon} predicted frames")
     fig = figure(1.0 * total + 1.6, 2.1 * s + 0.6)
-    grid = fig.add_gridspec(2 * s, total, hspace=0.15, wspace=0.05)
+    fig.set_layout_engine("none")  # a fixed grid: constrained layout over ~100 small axes takes seconds
+    grid = fig.add_gridspec(2 * s, total, hspace=0.15, wspace=0.05, left=0.08, right=0.98, bottom=0.02,
+                            top=1 - 0.75 / (2.1 * s + 0.6))
 
     def show(ax, img: np.ndarray, edge: str | None = None) -> None:
         img = img.transpose(1, 2, 0)
