@@ -8,15 +8,9 @@ from torch import Tensor
 
 from ..data.video import Sequences
 from ..evaluate import ridge_r2
+from .sequences import spread
 
 __all__ = ["probe_report"]
-
-
-def _rows(x: Tensor, limit: int) -> Tensor:
-    """At most ``limit`` rows of x, evenly spread (the probes' training sets)."""
-    if len(x) <= limit:
-        return torch.arange(len(x))
-    return torch.linspace(0, len(x) - 1, limit).round().long()
 
 
 def probe_report(emb_train: Tensor, emb_test: Tensor, train_seq: Sequences, test_seq: Sequences,
@@ -47,6 +41,6 @@ def probe_report(emb_train: Tensor, emb_test: Tensor, train_seq: Sequences, test
                 x_train = torch.cat([x_train[:, :-1], x_train[:, 1:]], dim=2)
                 x_test = torch.cat([x_test[:, :-1], x_test[:, 1:]], dim=2)
             xa, ya = x_train.flatten(0, 1), y_train.flatten(0, 1)
-            keep = _rows(xa, max_rows)
+            keep = spread(len(xa), max_rows)
             report[name][source] = ridge_r2(xa[keep], ya[keep], x_test.flatten(0, 1), y_test.flatten(0, 1))
     return report
