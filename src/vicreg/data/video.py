@@ -55,6 +55,7 @@ __all__ = [
     "load_sprites_dataset",
     "move",
     "push",
+    "push_and_move",
     "render_frames",
     "sprite_bank",
 ]
@@ -174,6 +175,13 @@ def push(v: Tensor, action: Tensor, max_speed: float) -> Tensor:
     """The controlled sprite's velocity after a push: ``action`` added to ``v`` and the speed clipped to
     ``max_speed`` (done at every step, pushed or not). v, action: (..., 2)."""
     return _clip_speed(v + action, max_speed)
+
+
+def push_and_move(p: Tensor, v: Tensor, action: Tensor, limit: float, max_speed: float) -> tuple[Tensor, Tensor]:
+    """One step of the controlled scene: sprite 0 pushed by ``action`` (:func:`push`), then every sprite moved
+    (:func:`move`). p, v: (..., K, 2); action: (..., 2). Returns the next positions and velocities."""
+    v = torch.cat([push(v[..., :1, :], action[..., None, :], max_speed), v[..., 1:, :]], dim=-2)
+    return move(p, v, limit)
 
 
 def _bounce(p: Tensor, v: Tensor, limit: float) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PlanConfig, config_to_dict, plan_config
-from ..data.video import move, push
+from ..data.video import push_and_move
 from .env import SpriteEnv
 from .planners import Cost, plan
 from .predictor import EmbeddingNorm
@@ -59,32 +59,24 @@ def rollout_cost(model: nn.Module, context: Tensor, past: Tensor, goal: Tensor) 
 def simulator_cost(p: Tensor, v: Tensor, goal: Tensor, env: SpriteEnv) -> Cost:
     """Cost of candidate pushes under the true physics from positions and velocities (N, K, 2): the mean over
     the H steps of the squared pixel distance of sprite 0 to ``goal`` (N, 2)."""
-    limit, max_speed = env.limit, env.cfg.max_speed
-
     def cost(actions: Tensor) -> Tensor:
-        n, s, h, _ = actions.shape
-        pos = p[:, None].expand(n, s, *p.shape[1:]).to(actions.device)
-        vel = v[:, None].expand(n, s, *v.shape[1:]).to(actions.device)
-        target = goal[:, None].to(actions.device)
-        total = torch.zeros(n, s, device=actions.device)
-        for j in range(h):
-            vel = torch.cat([push(vel[:, :, :1], actions[:, :, j, None], max_speed), vel[:, :, 1:]], dim=2)
-            pos, vel = move(pos, vel, limit)
-            total = total + (pos[:, :, 0] - target).pow(2).sum(-1)
-        return total / h
+        n, s = actions.shape[:2]
+        path = open_loop_path(p[:, None].expand(n, s, *p.shape[1:]), v[:, None].expand(n, s, *v.shape[1:]),
+                              actions, env)  # (N, S, H + 1, 2)
+        return (path[:, :, 1:] - goal[:, None, None].to(actions.device)).pow(2).sum(-1).mean(-1)
 
     return cost
 
 
 def open_loop_path(p: Tensor, v: Tensor, actions: Tensor, env: SpriteEnv) -> Tensor:
-    """Sprite 0's positions (N, H + 1, 2) if pushes (N, H, 2) were executed blind from positions and velocities
-    (N, K, 2): where a plan would take it."""
-    path = [p[:, 0]]
-    for j in range(actions.shape[1]):
-        v = torch.cat([push(v[:, :1], actions[:, j, None].cpu(), env.cfg.max_speed), v[:, 1:]], dim=1)
-        p, v = move(p, v, env.limit)
-        path.append(p[:, 0])
-    return torch.stack(path, dim=1)
+    """Sprite 0's positions (..., H + 1, 2) if pushes (..., H, 2) were executed blind from positions and
+    velocities (..., K, 2): where a plan would take it. On the device of ``actions``."""
+    p, v = p.to(actions.device), v.to(actions.device)
+    path = [p[..., 0, :]]
+    for j in range(actions.shape[-2]):
+        p, v = push_and_move(p, v, actions[..., j, :], env.limit, env.cfg.max_speed)
+        path.append(p[..., 0, :])
+    return torch.stack(path, dim=-2)
 
 
 class _Planning:

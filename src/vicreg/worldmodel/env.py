@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import VideoConfig
-from ..data.video import move, push, render_frames, sprite_bank
+from ..data.video import push_and_move, render_frames, sprite_bank
 
 __all__ = ["SpriteEnv"]
 
@@ -79,9 +79,7 @@ class SpriteEnv:
     def step(self, actions: Tensor) -> None:
         """Push sprite 0 by ``actions`` (N, 2), clipped to the push box, and move every sprite one frame."""
         a = actions.detach().to("cpu", torch.float32).clamp(-self.push_limit, self.push_limit)
-        v = self.v.clone()
-        v[:, 0] = push(v[:, 0], a, self.cfg.max_speed)
-        self.p, self.v = move(self.p, v, self.limit)
+        self.p, self.v = push_and_move(self.p, self.v, a, self.limit, self.cfg.max_speed)
 
     def distance(self) -> Tensor:
         return (self.p[:, 0] - self.goal).norm(dim=-1)
