@@ -92,7 +92,7 @@ class _Planning:
         if self.mean is None:
             self.mean = torch.zeros(n, self.cfg.horizon, self.action_dim, device=self.device)
         actions = plan(cost, self.mean, self.bound, self.cfg, self.generator)
-        shift = min(self.cfg.replan_every, self.cfg.horizon)
+        shift = self.cfg.replan_every  # the pushes executed before the next plan (<= horizon: plan_config)
         self.mean = torch.cat([actions[:, shift:], actions.new_zeros(n, shift, self.action_dim)], dim=1)
         return actions.detach().cpu()
 
@@ -130,11 +130,10 @@ class ModelController(_Planning):
         self.mean = None
 
     def observe(self, frame: Tensor, action: Tensor | None) -> None:
-        self.embeddings = [*self.embeddings[-(self.k - 1):], self.norm(self.encode(frame))] if self.k > 1 else \
-            [self.norm(self.encode(frame))]
+        """Keep the last k embeddings and the k - 1 pushes between them."""
+        self.embeddings = [*self.embeddings, self.norm(self.encode(frame))][-self.k:]
         if action is not None and self.k > 1:
-            self.actions = [*self.actions[-(self.k - 2):], action.to(self.device)] if self.k > 2 else \
-                [action.to(self.device)]
+            self.actions = [*self.actions, action.to(self.device)][-(self.k - 1):]
 
     def cost(self) -> Cost:
         """The cost of candidate pushes from what was observed: the last k embeddings, the k - 1 pushes

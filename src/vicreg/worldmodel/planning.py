@@ -180,27 +180,26 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
     pixel = _pixel_predictor(run, fit, out, log) if "pixels" in methods else None
     k, leaves = fit.cfg.context, run.cfg.data.video.distractors
     bound = float(run.cfg.data.video.push)
-    settings = [(m, on) for on in ((leaves, 0) if leaves else (0,)) for m in methods]
+    # (method, leaves, horizon): every method with the leaves on and off, then the world model at each horizon
+    settings = [(m, on, None) for on in ((leaves, 0) if leaves else (0,)) for m in methods]
     settings += [("world model", leaves, h) for h in horizons if "world model" in methods]
     bar = tqdm(total=len(settings) * cfg.steps, desc="planning", unit="step", disable=None, dynamic_ncols=True)
     results: dict[str, dict[str, dict]] = {}
     sweep: dict[str, dict] = {}
     outcomes: dict[str, Outcome] = {}
-    for setting in settings:
-        method, on = setting[:2]
-        c = cfg if len(setting) == 2 else replace(cfg, horizon=setting[2],
-                                                   replan_every=min(cfg.replan_every, setting[2]))
-        bar.set_description(f"{method}, {_leaves(on)}" + (f", horizon {c.horizon}" if len(setting) == 3 else ""))
+    for method, on, horizon in settings:
+        c = cfg if horizon is None else replace(cfg, horizon=horizon, replan_every=min(cfg.replan_every, horizon))
+        what = f"{method}, {_leaves(on)}" + ("" if horizon is None else f", horizon {horizon}")
+        bar.set_description(what)
         outcome = run_episodes(_episodes(run, c, on), _controller(method, c, run, fit, pixel, bound), c, k,
                                progress=bar.update)
         summary = outcome.summary()
-        if len(setting) == 3:
-            sweep[str(c.horizon)] = summary
-        else:
+        if horizon is None:
             results.setdefault(_leaves(on), {})[method] = summary
             outcomes[f"{method}, {_leaves(on)}"] = outcome
-        bar.write(f"{method:<12} {_leaves(on):<10}" + (f" horizon {c.horizon:<3}" if len(setting) == 3 else "")
-                  + f" success {100 * summary['success_rate']:5.1f} %, mean final distance "
+        else:
+            sweep[str(horizon)] = summary
+        bar.write(f"{what}: success {100 * summary['success_rate']:5.1f} %, mean final distance "
                   f"{summary['mean_final_distance']:5.2f} px, {summary['plan_seconds']:.3f} s per plan")
     bar.close()
     paths = _figures(run_dir, run, outcomes, sweep, cfg, _leaves(leaves), out)
