@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,17 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import PlanConfig, config_to_dict, plan_config, save_yaml
-from ..evaluate import extract_outputs
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_success_horizon, fig_trajectories
-from ..rundir import CONFIG, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_WEIGHTS, write_json
-from ..runs import LoadedRun, load_run
+from ..rundir import CONFIG, PREDICTOR, write_json
+from ..runs import LoadedRun
 from .control import ModelController, OracleController, Outcome, RandomController, run_episodes
 from .env import SpriteEnv
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
-from .sequences import actions_of, check_video_run, load_sequences
+from .run import load_run_with_predictor
+from .sequences import actions_of, check_video_run, embed_frames, load_sequences
 
-__all__ = ["PLAN", "METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding", "encoder_embedding",
+__all__ = ["PLAN", "METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding",
            "plan_run", "format_plan_table"]
 
 Log = Callable[[str], None]
@@ -41,16 +42,6 @@ METHODS = ("world model", "pixels", "oracle", "random")
 def pixel_embedding(frames: Tensor) -> Tensor:
     """The pixel baseline's embedding: uint8 frames (N, C, H, W) in [0, 1], average-pooled by 2, flattened."""
     return F.avg_pool2d(frames.float() / 255, PIXEL_POOL).flatten(1)
-
-
-def encoder_embedding(run: LoadedRun) -> Callable[[Tensor], Tensor]:
-    """uint8 frames (N, C, H, W) -> the run's embeddings (N, E) on its device (eval mode, no gradients)."""
-    def encode(frames: Tensor) -> Tensor:
-        out, _ = extract_outputs(run.model, [(frames.to(run.device), torch.zeros(0))], run.input_size, run.amp,
-                                 run.channels_last, ("embedding",))
-        return out["embedding"]
-
-    return encode
 
 
 @dataclass
@@ -73,18 +64,10 @@ def load_world_model(run_dir: Path | str, device: str = "auto") -> WorldModel:
     if run_cfg.data.dataset != "sprites" or not run_cfg.data.video.controlled:
         raise ValueError(f"{run_dir} was not trained on pushed sprites: planning needs a run with actions "
                          f"(vicreg train --preset sprites-control, then vicreg train-predictor)")
-    weights = run_dir / PREDICTOR / PREDICTOR_WEIGHTS
-    if not weights.exists():
-        raise FileNotFoundError(f"no predictor in {weights.parent}: train one first with vicreg train-predictor "
-                                f"{run_dir}")
-    run = load_run(run_dir, device, log=lambda _: None)
-    fit = load_predictor(weights, run.device)
+    run, fit = load_run_with_predictor(run_dir, device)
     if fit.action_dim == 0:
-        raise ValueError(f"the predictor in {weights.parent} takes no pushes (predictor.use_actions false): "
+        raise ValueError(f"the predictor in {run_dir / PREDICTOR} takes no pushes (predictor.use_actions false): "
                          f"retrain it with --predictor.use_actions true to plan with it")
-    if (run_dir / PREDICTOR / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
-        run.model.load_state_dict(torch.load(run_dir / PREDICTOR / PREDICTOR_ENCODER, map_location=run.device,
-                                             weights_only=True))
     return WorldModel(run, fit)
 
 
@@ -108,7 +91,7 @@ def plan_pushes(world: WorldModel, frames: Tensor, pushes: Tensor, goal: Tensor,
         raise ValueError(f"plan_pushes needs the last {k} frames (k, C, H, W), the {k - 1} pushes between them "
                          f"(k - 1, 2) and a goal frame (C, H, W) (or all with a batch dimension), got {given}")
     fit = world.predictor
-    controller = ModelController(encoder_embedding(world.run), fit.model, fit.norm, cfg,
+    controller = ModelController(partial(embed_frames, world.run), fit.model, fit.norm, cfg,
                                  float(world.run.cfg.data.video.push), world.run.device)
     controller.start(None, goal)
     for i in range(k):
@@ -142,7 +125,7 @@ def _pixel_predictor(run: LoadedRun, fit: FitResult, out: Path, log: Log) -> Fit
 
 def _controller(method: str, cfg: PlanConfig, run: LoadedRun, fit: FitResult, pixel: FitResult, bound: float):
     if method == "world model":
-        return ModelController(encoder_embedding(run), fit.model, fit.norm, cfg, bound, run.device)
+        return ModelController(partial(embed_frames, run), fit.model, fit.norm, cfg, bound, run.device)
     if method == "pixels":
         return ModelController(lambda f: pixel_embedding(f).to(run.device), pixel.model, pixel.norm, cfg, bound,
                                run.device)

@@ -16,14 +16,15 @@ from ..config import PredictorConfig, predictor_config, save_yaml
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_predicted_frames, fig_probe_table, fig_rollout_errors
 from ..rundir import CONFIG, EVAL, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_HISTORY, PREDICTOR_WEIGHTS, write_json
-from ..runs import load_run
+from ..runs import LoadedRun, load_run
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .joint import fit_joint
 from .probes import probe_report
 from .rollout import rollout, rollout_errors
 from .sequences import actions_of, check_video_run, embed_sequences, load_sequences, spread
 
-__all__ = ["train_predictor", "evaluate_predictor", "format_rollout_table", "load_predictor_config"]
+__all__ = ["train_predictor", "evaluate_predictor", "format_rollout_table", "load_predictor_config",
+           "load_run_with_predictor"]
 
 Log = Callable[[str], None]
 
@@ -82,6 +83,21 @@ def nearest_frames(pred: Tensor, bank: Tensor) -> Tensor:
     return idx.view(pred.shape[:-1])
 
 
+def load_run_with_predictor(run_dir: Path | str, device: str = "auto",
+                            predictor_device: str | None = None) -> tuple[LoadedRun, FitResult]:
+    """A run's encoder and the predictor trained on it (run_dir/predictor/), with the encoder that joint training
+    left when there is one. The predictor goes to ``predictor_device`` (None: the run's device)."""
+    run_dir = Path(run_dir)
+    out = run_dir / PREDICTOR
+    if not (out / PREDICTOR_WEIGHTS).exists():
+        raise FileNotFoundError(f"no predictor in {out}: train one first with vicreg train-predictor {run_dir}")
+    run = load_run(run_dir, device, log=lambda _: None)
+    fit = load_predictor(out / PREDICTOR_WEIGHTS, predictor_device or run.device)
+    if (out / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
+        run.model.load_state_dict(torch.load(out / PREDICTOR_ENCODER, map_location=run.device, weights_only=True))
+    return run, fit
+
+
 class _Stages:
     """One log line per finished stage of a long command, with its seconds: the command's progress."""
 
@@ -106,13 +122,8 @@ def evaluate_predictor(run_dir: Path | str, device: str = "auto", horizons: tupl
     run_dir = Path(run_dir)
     check_video_run(run_dir)
     out = run_dir / PREDICTOR
-    if not (out / PREDICTOR_WEIGHTS).exists():
-        raise FileNotFoundError(f"no predictor in {out}: train one first with vicreg train-predictor {run_dir}")
     stage = _Stages(log)
-    run = load_run(run_dir, device, log=lambda _: None)
-    fit = load_predictor(out / PREDICTOR_WEIGHTS)
-    if (out / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
-        run.model.load_state_dict(torch.load(out / PREDICTOR_ENCODER, map_location=run.device, weights_only=True))
+    run, fit = load_run_with_predictor(run_dir, device, predictor_device="cpu")
     cfg = fit.cfg
     train_all, test_seq = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
     frames = test_seq.frames.shape[1]

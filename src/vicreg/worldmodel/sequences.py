@@ -14,7 +14,8 @@ from ..evaluate import extract_outputs
 from ..rundir import read_config
 from ..runs import LoadedRun
 
-__all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_sequences", "actions_of", "spread"]
+__all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_frames", "embed_sequences", "actions_of",
+           "spread"]
 
 VIDEO_DATASETS = ("sprites", "moving-mnist")
 MOVING_MNIST_FRAMES = 20
@@ -44,13 +45,18 @@ def check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config
 
 
 @torch.no_grad()
+def embed_frames(run: LoadedRun, frames: Tensor, batch_size: int = 1024) -> Tensor:
+    """Embeddings (N, E) on the run's device of uint8 frames (N, C, H, W) by the run's frozen encoder (eval mode,
+    resized to its input size, in batches of ``batch_size``)."""
+    chunks = ((frames[i:i + batch_size].to(run.device), torch.zeros(0)) for i in range(0, len(frames), batch_size))
+    out, _ = extract_outputs(run.model, chunks, run.input_size, run.amp, run.channels_last, ("embedding",))
+    return out["embedding"]
+
+
 def embed_sequences(run: LoadedRun, seq: Sequences, batch_size: int = 1024) -> Tensor:
     """Embeddings (N, T, E), float32 on the CPU, of every frame of ``seq`` by the run's frozen encoder."""
     n, t = seq.frames.shape[:2]
-    frames = seq.frames_flat()
-    chunks = ((frames[i:i + batch_size].to(run.device), torch.zeros(0)) for i in range(0, len(frames), batch_size))
-    out, _ = extract_outputs(run.model, chunks, run.input_size, run.amp, run.channels_last, ("embedding",))
-    return out["embedding"].cpu().view(n, t, -1)
+    return embed_frames(run, seq.frames_flat(), batch_size).cpu().view(n, t, -1)
 
 
 def actions_of(seq: Sequences, cfg: PredictorConfig) -> Tensor | None:
