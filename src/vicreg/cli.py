@@ -42,7 +42,7 @@ from .config import (
     parse_overrides,
 )
 from .errors import FollowedRank0, JobStopped, NodeConfigError
-from .rundir import EVAL, PREDICTOR
+from .rundir import EVAL, PLAN, PLAN_REPORT, PREDICTOR
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
                       "train.log_every",
@@ -380,14 +380,14 @@ def _cmd_train_predictor(args, extra: list[str]) -> int:
 
 def _cmd_plan(args, extra: list[str]) -> int:
     from .config import plan_config
-    from .worldmodel.planning import PLAN, format_plan_table, plan_run
+    from .worldmodel.planning import format_plan_table, plan_run
 
     cfg = plan_config({k.removeprefix("plan."): v for k, v in parse_overrides(extra).items()})
     report = plan_run(args.run_dir, cfg, methods=args.methods, horizons=tuple(args.horizons))
     print(format_plan_table(report))
     for path in report["figures"]:
         print(f"wrote {path}")
-    print(f"wrote {Path(args.run_dir) / PLAN / 'plan.json'} ({report['seconds']:.1f} s on {report['device']})")
+    print(f"wrote {Path(args.run_dir) / PLAN / PLAN_REPORT} ({report['seconds']:.1f} s on {report['device']})")
     return 0
 
 

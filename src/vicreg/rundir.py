@@ -60,6 +60,9 @@ PREDICTOR = "predictor"  # the world model's folder, holding config.yaml, eval.j
 PREDICTOR_WEIGHTS = "predictor.pt"
 PREDICTOR_ENCODER = "encoder.pt"  # the encoder after joint training
 PREDICTOR_HISTORY = "history.csv"
+PLAN = "plan"  # vicreg plan's folder, holding config.yaml and:
+PLAN_REPORT = "plan.json"
+PIXEL_PREDICTOR = "pixel_predictor.pt"  # the pixel baseline's predictor
 
 METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "invariance", "variance", "covariance", "images_per_s"]
 LOSS_COLUMNS = METRIC_COLUMNS[3:7]
@@ -208,10 +211,15 @@ def read_diagnostics(run_dir: Path | str) -> list[dict]:
     return entries
 
 
+def read_json(path: Path | str) -> dict:
+    """A JSON file's content; {} when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_summary(run_dir: Path | str) -> dict:
     """summary.json ({} until the run has finished)."""
-    path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(Path(run_dir) / SUMMARY)
 
 
 def write_json(path: Path | str, obj: Any) -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..rundir import PLOTS, read_config_dict, read_diagnostics, read_knn, read_metrics, read_summary, run_format
+from ..rundir import (
+    EVAL,
+    PLAN,
+    PLAN_REPORT,
+    PLOTS,
+    PREDICTOR,
+    read_config_dict,
+    read_diagnostics,
+    read_json,
+    read_knn,
+    read_metrics,
+    read_summary,
+    run_format,
+)
 from .embeddings import check_outputs, embedding_map, fig_scatter2d, fig_tsne
 from .style import save_figure
 from .training import fig_collapse_over_training, fig_knn, fig_loss_curves, fig_spectrum
@@ -58,10 +70,10 @@ def _world_model_figures(run_dir: Path, out: Path, name: str, formats: Sequence[
     """From a video run's predictor/eval.json and plan/plan.json, when they exist: what the embedding keeps
     and drops (the probes), planning success per method, and success against the planning horizon."""
     written: list[Path] = []
-    probes = _read_json(run_dir / "predictor" / "eval.json").get("probes_r2")
+    probes = read_json(run_dir / PREDICTOR / EVAL).get("probes_r2")
     if probes:
         written += save_figure(fig_probe_table({name: probes}), out / "probes", formats)
-    plan = _read_json(run_dir / "plan" / "plan.json")
+    plan = read_json(run_dir / PLAN / PLAN_REPORT)
     if plan.get("results"):
         what = f"{name}: {plan['plan']['planner']}, {plan['plan']['episodes']} episodes"
         written += save_figure(fig_plan_success(plan["results"], title=what), out / "plan_success", formats)
@@ -71,7 +83,3 @@ def _world_model_figures(run_dir: Path, out: Path, name: str, formats: Sequence[
         written += save_figure(fig_success_horizon(sweep, title=f"{name}: world model, {leaves}"),
                                out / "success_horizon", formats)
     return written
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..config import PlanConfig, config_to_dict, plan_config, save_yaml
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_success_horizon, fig_trajectories
-from ..rundir import CONFIG, PREDICTOR, write_json
+from ..rundir import CONFIG, PIXEL_PREDICTOR, PLAN, PLAN_REPORT, PREDICTOR, write_json
 from ..runs import LoadedRun
 from .control import ModelController, OracleController, Outcome, RandomController, run_episodes
 from .env import SpriteEnv
@@ -29,12 +29,10 @@ from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .run import load_run_with_predictor
 from .sequences import actions_of, check_video_run, embed_frames, load_sequences
 
-__all__ = ["PLAN", "METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding",
+__all__ = ["METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding",
            "plan_run", "format_plan_table"]
 
 Log = Callable[[str], None]
-PLAN = "plan"  # the folder under the run directory
-PIXEL_PREDICTOR = "pixel_predictor.pt"
 PIXEL_POOL = 2  # the pixel baseline's "embedding": the frame average-pooled by 2 (16 x 16 = 256-D for 32 x 32)
 METHODS = ("world model", "pixels", "oracle", "random")
 
@@ -190,7 +188,7 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
               "success_distance_px": cfg.success_distance, "results": results,
               "success_by_horizon": sweep, "figures": [str(p) for p in paths], "device": str(run.device),
               "seconds": round(time.perf_counter() - t0, 2)}
-    write_json(out / "plan.json", report)
+    write_json(out / PLAN_REPORT, report)
     return report
 
 
