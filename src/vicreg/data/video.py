@@ -58,6 +58,7 @@ __all__ = [
     "push_and_move",
     "render_frames",
     "sprite_bank",
+    "start_state",
 ]
 
 SPLITS = ("train", "test")
@@ -203,15 +204,22 @@ def _clip_speed(v: Tensor, max_speed: float) -> Tensor:
     return torch.where(speed > max_speed, v * (max_speed / speed.clamp_min(1e-12)), v)
 
 
-def _simulate(cfg: VideoConfig, n: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Positions and velocities float32 (n, T, K, 2), actions float32 (n, T, 2) or None (see the module docstring)."""
-    t_len, k = cfg.length, cfg.objects
-    limit = float(cfg.canvas - cfg.sprite_size)
+def start_state(cfg: VideoConfig, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Positions (n, K, 2) uniform over [0, L]^2 and velocities (n, K, 2) of a speed uniform in ``cfg.speed`` in
+    a uniform direction: the first frame of n sequences, drawn from ``g`` in this order."""
+    k, limit = cfg.objects, float(cfg.canvas - cfg.sprite_size)
     p = torch.rand((n, k, 2), generator=g) * limit
     lo, hi = cfg.speed
     speed = lo + (hi - lo) * torch.rand((n, k), generator=g)
     angle = 2 * torch.pi * torch.rand((n, k), generator=g)
-    v = torch.stack([speed * angle.cos(), speed * angle.sin()], dim=-1)
+    return p, torch.stack([speed * angle.cos(), speed * angle.sin()], dim=-1)
+
+
+def _simulate(cfg: VideoConfig, n: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Positions and velocities float32 (n, T, K, 2), actions float32 (n, T, 2) or None (see the module docstring)."""
+    t_len, k = cfg.length, cfg.objects
+    limit = float(cfg.canvas - cfg.sprite_size)
+    p, v = start_state(cfg, n, g)
     actions = None
     if cfg.controlled:
         pushed = torch.rand((n, t_len - 1), generator=g) < cfg.push_p

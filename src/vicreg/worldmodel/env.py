@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import VideoConfig
-from ..data.video import push_and_move, render_frames, sprite_bank
+from ..data.video import push_and_move, render_frames, sprite_bank, start_state
 
 __all__ = ["SpriteEnv"]
 
@@ -44,11 +44,7 @@ class SpriteEnv:
         bank, _, _ = sprite_bank(video, "test", data_dir, download=False, log=lambda _: None)
         n, k = episodes, video.objects
         self.sprites = bank[torch.randint(len(bank), (n, k), generator=g)]  # (N, K, C, s, s)
-        self.p = torch.rand((n, k, 2), generator=g) * self.limit
-        lo, hi = video.speed
-        speed = lo + (hi - lo) * torch.rand((n, k), generator=g)
-        angle = 2 * torch.pi * torch.rand((n, k), generator=g)
-        self.v = torch.stack([speed * angle.cos(), speed * angle.sin()], dim=-1)
+        self.p, self.v = start_state(video, n, g)
         self.goal = torch.rand((n, 2), generator=g) * self.limit
         self.start = self.p.clone()
         self._leaves = torch.Generator().manual_seed(seed + 1_000_003)
