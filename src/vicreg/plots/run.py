@@ -75,11 +75,11 @@ def _world_model_figures(run_dir: Path, out: Path, name: str, formats: Sequence[
         written += save_figure(fig_probe_table({name: probes}), out / "probes", formats)
     plan = read_json(run_dir / PLAN / PLAN_REPORT)
     if plan.get("results"):
-        what = f"{name}: {plan['plan']['planner']}, {plan['plan']['episodes']} episodes"
+        what = f"{name}\n{plan['plan']['planner']}, {plan['plan']['episodes']} episodes"
         written += save_figure(fig_plan_success(plan["results"], title=what), out / "plan_success", formats)
     if plan.get("success_by_horizon"):
         sweep = {int(h): r["success_rate"] for h, r in plan["success_by_horizon"].items()}
         leaves = "leaves on" if plan.get("leaves") else "leaves off"
-        written += save_figure(fig_success_horizon(sweep, title=f"{name}: world model, {leaves}"),
+        written += save_figure(fig_success_horizon(sweep, title=f"{name}\nworld model, {leaves}"),
                                out / "success_horizon", formats)
     return written

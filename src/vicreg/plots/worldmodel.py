@@ -197,7 +197,7 @@ def fig_plan_success(results: Mapping[str, Mapping[str, Mapping[str, float]]], t
         ys = [100 * results[setting][m]["success_rate"] for m in methods if m in results[setting]]
         ax.bar(xs, ys, width * 0.9, label=setting, color=f"C{j}", alpha=0.85)
         for x, y in zip(xs, ys, strict=True):
-            ax.text(x, y + 1.5, f"{y:.0f}", ha="center", fontsize=7)
+            ax.text(x, y + 1.5, f"{y:.1f}", ha="center", fontsize=7)  # 99.5 is not 100
     ax.set_xticks([i + width * (len(settings) - 1) / 2 for i in range(len(methods))], methods)
     ax.set_ylim(0, 110)
     ax.set_ylabel("episodes reaching the goal (%)")
