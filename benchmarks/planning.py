@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from vicreg.config import PredictorConfig, build_config, parse_overrides, plan_config
-from vicreg.train import train
+from vicreg.training import train
 from vicreg.worldmodel import train_predictor
 from vicreg.worldmodel.planning import METHODS, format_plan_table, plan_run
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 
 from vicreg.config import build_config, parse_overrides
 from vicreg.rundir import read_knn, read_summary
-from vicreg.train import train
+from vicreg.training import train
 
 
 def _crop(low: float) -> dict:

@@ -58,10 +58,10 @@ from vicreg.backbones import input_size
 from vicreg.config import Config, ViewAugment, build_config
 from vicreg.data import load_dataset
 from vicreg.data.dataset import channel_stats
-from vicreg.device import autocast_dtype, resolve_device, synchronize
+from vicreg.device import resolve_device, synchronize
 from vicreg.models import build_model
-from vicreg.optim import LARS, build_optimizer, param_groups, peak_lr
-from vicreg.step import Step, compiles_update, make_loss_fn
+from vicreg.optim import LARS, param_groups, peak_lr
+from vicreg.step import Step, make_loss_fn, plan_step
 
 SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "stl10": (3, 96), "fashion-mnist": (1, 28), "mnist": (1, 28),
           "digits": (1, 8)}
@@ -221,18 +221,13 @@ class Ours:
 
     def __init__(self, cfg: Config, images: torch.Tensor, size: int, device: torch.device):
         self.cfg, self.device, self.bs = cfg, device, cfg.train.batch_size
-        amp = autocast_dtype(cfg.train.precision, device)
-        channels_last = cfg.model.channels_last and device.type == "cuda"
         mean, std = channel_stats(images)
         self.model = build_model(cfg.model, images.shape[1], mean, std).to(device).train()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        if cfg.train.stack_views:  # at the peak learning rate, as build_optimizer leaves it
-            self.optimizer = build_optimizer(cfg.optim, self.model, self.bs,
-                                             lr_tensor=compiles_update(cfg.train, device))
-        else:  # the plain loop updates one parameter at a time; ours uses multi-tensor kernels
-            self.optimizer = one_at_a_time_optimizer(cfg, self.model)
-        self.step_fn = Step(self.model, cfg, self.optimizer, amp, channels_last, device, log=print)
+        # stacked views: the step's own optimiser, at the peak learning rate as build_optimizer leaves it; the
+        # plain loop updates one parameter at a time (ours uses multi-tensor kernels)
+        optimizer = None if cfg.train.stack_views else one_at_a_time_optimizer(cfg, self.model)
+        self.step_fn = Step(self.model, cfg, device, log=print, optimizer=optimizer)
+        self.optimizer = self.step_fn.optimizer
         self.augment = TwoViews(cfg.augment, size).to(device)
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.images = images.to(device)
@@ -253,10 +248,9 @@ class Ours:
         """Model FLOPs of one step (forward + backward, both views), counted on the uncompiled model."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        amp = autocast_dtype(self.cfg.train.precision, self.device)
-        channels_last = self.cfg.model.channels_last and self.device.type == "cuda"
-        loss_fn = make_loss_fn(self.model, self.cfg.loss, stack=self.cfg.train.stack_views, amp=amp,
-                               channels_last=channels_last)
+        plan, _ = plan_step(self.cfg, self.device)
+        loss_fn = make_loss_fn(self.model, self.cfg.loss, stack=plan.stack, amp=plan.amp,
+                               channels_last=plan.channels_last)
         xa, xb = self.augment(self.batch(), self.generator)
         with FlopCounterMode(display=False) as counter:
             loss_fn(xa, xb).loss.backward()

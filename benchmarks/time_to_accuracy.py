@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 
 from vicreg.config import build_config, parse_overrides
 from vicreg.rundir import KNN
-from vicreg.train import train
+from vicreg.training import train
 
 
 def first_reached(knn_csv: Path, k: int, targets: list[float]) -> tuple[dict[float, dict | None], list[dict]]:

@@ -12,10 +12,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vicreg import vicreg_loss
+from vicreg.batchnorm import PerViewBatchNorm
 from vicreg.config import LossConfig, ModelConfig
 from vicreg.distributed import all_reduce_mean, gather_with_grad, rank, world_size
 from vicreg.models import build_model
-from vicreg.step import make_loss_fn, per_view_batchnorm
+from vicreg.step import make_loss_fn
 
 from numerics import FLOAT64_REL, assert_rel_close
 
@@ -85,7 +86,7 @@ def _views(n: int = 8):
 
 
 def _train_step(model, xa, xb, gather=None, sync=False, views=2):
-    per_view_batchnorm(model, views=views, sync=sync)
+    PerViewBatchNorm.convert_per_view_batchnorm(model, views=views, sync=sync)
     loss_fn = make_loss_fn(model, LossConfig(), stack=True, gather=gather)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     terms = loss_fn(xa, xb)
@@ -97,7 +98,7 @@ def _train_step(model, xa, xb, gather=None, sync=False, views=2):
 
 def _step_worker(r: int, views: int) -> dict:
     model = _model()
-    per_view_batchnorm(model, views=views, sync=True)  # as the trainer does before wrapping in DDP
+    PerViewBatchNorm.convert_per_view_batchnorm(model, views=views, sync=True)  # as the step does before DDP
     model = torch.nn.parallel.DistributedDataParallel(model)
     xa, xb = _views()
     half = slice(r * 4, (r + 1) * 4)
@@ -175,7 +176,7 @@ def _train_entry(r: int, port: int, run_dir: str, stop_at: int, resume: bool) ->
     import signal
 
     from vicreg.distributed import shutdown
-    from vicreg.train import train
+    from vicreg.training import train
 
     os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -232,7 +233,7 @@ def test_a_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one_and_i
 def test_bad_world_sizes_are_one_line():
     from vicreg.config import ConfigError, build_config
     from vicreg.distributed import Dist
-    from vicreg.train import check_world
+    from vicreg.training.setup import check_world
 
     cfg = build_config("demo", {"train.batch_size": 128})
     check_world(cfg, Dist(world=4))  # 32 each
@@ -263,7 +264,7 @@ import os, sys, time
 import torch
 from vicreg.config import build_config
 from vicreg.errors import JobStopped
-from vicreg.train import train
+from vicreg.training import train
 torch.set_num_threads(1)
 rank = int(os.environ["RANK"])
 cfg = build_config("demo", {"train.epochs": 3, "train.batch_size": 64, "train.checkpoint_every": 1,
@@ -304,7 +305,7 @@ def test_when_a_rank_dies_the_others_stop_with_the_resume_command_and_the_checkp
 NAN_SCRIPT = """
 import sys
 import torch
-import vicreg.train as T
+import vicreg.step as T
 torch.set_num_threads(1)
 real_step, calls = T.Step.__call__, [0]
 def nan_from_step_25(self, *args, **kwargs):  # the logged loss turns NaN at step 25 on every rank

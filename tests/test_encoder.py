@@ -15,7 +15,7 @@ from vicreg.cli import main
 from vicreg.config import build_config
 from vicreg.encoder import EXPORT_JSON, EXPORT_ONNX, EXPORT_WEIGHTS, export_encoder, load_encoder
 from vicreg.runs import load_run
-from vicreg.train import train
+from vicreg.training import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -18,7 +18,7 @@ import torch
 
 from vicreg.config import build_config
 from vicreg.rundir import load_checkpoint, read_config, read_diagnostics, read_knn, read_metrics
-from vicreg.train import train
+from vicreg.training import train
 
 MOMENTS = 20  # seeded kill moments
 # checkpoints every epoch and every 0.1 s, so that kills land before, during and between checkpoint writes
@@ -27,7 +27,7 @@ OVERRIDES = {"train.device": "cpu", "train.epochs": 2, "train.batch_size": 128, 
              "train.checkpoint_minutes": 0.0017, "train.log_every": 3, "train.progress": False}
 
 # what a run imports on its way (the optimiser imports torch._dynamo; the digits come from scikit-learn)
-PRELOAD = ["vicreg.train", "torch._dynamo", "sklearn.datasets", "torch.utils.tensorboard", "tqdm.auto"]
+PRELOAD = ["vicreg.training", "torch._dynamo", "sklearn.datasets", "torch.utils.tensorboard", "tqdm.auto"]
 QUIET = print if os.environ.get("VICREG_FAULTS_VERBOSE") else (lambda m: None)
 
 

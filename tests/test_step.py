@@ -7,20 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from vicreg.batchnorm import PerViewBatchNorm
 from vicreg.config import LossConfig, ModelConfig
 from vicreg.models import build_model
-from vicreg.optim import build_optimizer, set_learning_rate
-from vicreg.step import (
-    PerViewBatchNorm1d,
-    PerViewBatchNorm2d,
-    Step,
-    compiles_update,
-    make_loss_fn,
-    per_view_batch_norm,
-    per_view_batchnorm,
-    resolve_compile,
-    stack_views,
-)
+from vicreg.optim import set_learning_rate
+from vicreg.step import Step, make_loss_fn, plan_step, stack_views
 
 from numerics import BFLOAT16_EPS, FLOAT64_REL, assert_rel_close, relative_gap
 
@@ -43,7 +34,9 @@ def _pair(name, channels=3, dtype=torch.float32):
     torch.manual_seed(0)
     plain = build_model(MODELS[name], channels, [0.5] * channels, [0.25] * channels).to(dtype).train()
     fast = copy.deepcopy(plain)
-    assert per_view_batchnorm(fast) == sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in plain.modules())
+    PerViewBatchNorm.convert_per_view_batchnorm(fast)
+    assert sum(isinstance(m, PerViewBatchNorm) for m in fast.modules()) == \
+        sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in plain.modules())
     return plain, fast
 
 
@@ -122,41 +115,6 @@ def test_joint_batch_norm_changes_the_numbers():
     assert (terms_joint - terms_plain).abs().max() > 1e-3
 
 
-def test_converted_model_keeps_its_state_and_eval_outputs():
-    plain, fast = _pair("small_cnn+mlp_head")
-    assert list(plain.state_dict()) == list(fast.state_dict())
-    for (n, a), b in zip(plain.state_dict().items(), fast.state_dict().values()):
-        assert torch.equal(a, b), n
-    x = _views()[0]
-    plain.eval(), fast.eval()
-    with torch.no_grad():
-        for a, b in zip(plain(x), fast(x)):
-            assert torch.equal(a, b)
-    # the twin shares its tensors with the layer it replaced: the optimiser's parameters are unchanged
-    torch.manual_seed(0)
-    model = build_model(MODELS["small_cnn"], 3, [0.5] * 3, [0.25] * 3)
-    before = [id(p) for p in model.parameters()]
-    per_view_batchnorm(model)
-    assert [id(p) for p in model.parameters()] == before
-    assert any(isinstance(m, PerViewBatchNorm2d) for m in model.modules())
-    assert per_view_batchnorm(model, views=3) == 5 and all(  # 4 in the CNN, 1 in the expander
-        m.views == 3 for m in model.modules() if isinstance(m, PerViewBatchNorm2d))
-
-
-def test_per_view_batch_norm_normalises_each_view_by_itself():
-    layer = nn.Sequential(nn.BatchNorm1d(3))
-    per_view_batchnorm(layer)
-    bn = layer[0]
-    assert isinstance(bn, PerViewBatchNorm1d)
-    a, b = torch.randn(5, 3), torch.randn(5, 3) * 4 + 10
-    y = bn(torch.cat([a, b]))
-    for part in y.chunk(2):  # each half: mean 0, biased std 1
-        torch.testing.assert_close(part.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
-        torch.testing.assert_close(part.var(0, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
-    with pytest.raises(ValueError, match="2 stacked views"):
-        bn(torch.randn(5, 3))
-
-
 def test_stack_views_order_and_memory_format():
     xa, xb = _views(n=2)
     x = stack_views(xa, xb, channels_last=True)
@@ -190,34 +148,6 @@ def test_compiled_fast_step_is_one_graph_and_matches_eager():
         assert_rel_close(p.grad, grads_eager[n], 1e-3, f"compiled grad {n}", floor=floor)
 
 
-def test_per_view_batch_norm_gradients_are_exact_in_float64():
-    """The function behind the per-view layers: autograd's gradients against finite differences, for a
-    conv-shaped (2N, C, H, W) batch in channels_last and a (2N, D) batch, with and without affine."""
-    g = torch.Generator().manual_seed(0)
-    x4 = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    x2 = torch.randn(8, 5, generator=g, dtype=torch.float64)
-    for x in (x4, x2):
-        c = x.shape[1]
-        w = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
-        b = torch.randn(c, generator=g, dtype=torch.float64)
-        args = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
-        assert torch.autograd.gradcheck(lambda x, w, b: per_view_batch_norm(x, 2, w, b, 1e-5)[0], args)
-        assert torch.autograd.gradcheck(lambda x: per_view_batch_norm(x, 2, None, None, 1e-5)[0], (x,))
-
-
-def test_per_view_batch_norm_keeps_the_memory_format_and_copies_no_view():
-    """No ``aten::cat`` (the copy the stacked batch used to pay per layer) and channels_last preserved."""
-    bn = nn.Sequential(nn.BatchNorm2d(4))
-    per_view_batchnorm(bn)
-    x = torch.randn(6, 4, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
-    with torch.profiler.profile() as prof:
-        y = bn(x)
-        y.sum().backward()
-    ops = {e.key for e in prof.key_averages()}
-    assert "aten::cat" not in ops and not any("batch_norm" in op for op in ops), sorted(ops)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-
-
 # --------------------------------------------------------------------------------------------
 # Step: compilation as train.compile asks, timed once, with an eager fallback
 # --------------------------------------------------------------------------------------------
@@ -229,27 +159,58 @@ def _step_setup(**train):
     cfg = build_config("demo", {"model.expander": [32, 32], "train.batch_size": 8, **train})
     torch.manual_seed(0)
     model = build_model(cfg.model, 1, [0.5], [0.25]).train()
-    optimizer = build_optimizer(cfg.optim, model, 8, lr_tensor=compiles_update(cfg.train, torch.device("cpu")))
     images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    return cfg, model, optimizer, TwoViews(cfg.augment, 8), images
+    return cfg, model, TwoViews(cfg.augment, 8), images
+
+
+def _compiles(device: str, world: int = 1, **train) -> tuple[bool, str, bool]:
+    from vicreg.config import build_config
+
+    plan, notes = plan_step(build_config("demo", train), torch.device(device), world)
+    return plan.compile, plan.mode, plan.compiles_update
 
 
 def test_compile_auto_is_on_for_cuda_with_cuda_graphs_and_off_on_the_cpu():
-    from vicreg.config import TrainConfig
+    assert _compiles("cpu") == (False, "default", False)
+    assert _compiles("cuda") == (True, "reduce-overhead", False)  # the forward and loss (compile_scope=loss)
+    assert _compiles("cuda", **{"train.compile_scope": "step"}) == (True, "reduce-overhead", True)
+    assert _compiles("cpu", **{"train.compile": True}) == (True, "default", False)
+    assert _compiles("cuda", **{"train.compile": False, "train.compile_mode": "max-autotune"}) == \
+        (False, "max-autotune", False)
 
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_compile(TrainConfig(), cpu) == (False, "default")
-    assert resolve_compile(TrainConfig(), cuda) == (True, "reduce-overhead")
-    assert resolve_compile(TrainConfig(compile=True), cpu) == (True, "default")
-    assert resolve_compile(TrainConfig(compile=False, compile_mode="max-autotune"), cuda) == (False, "max-autotune")
+
+def test_the_plan_decides_batch_norm_ddp_precision_and_compilation_once():
+    """Every choice the step makes, from the config, the device and the job's size, with the one note a job
+    gets when compilation it asked for is off."""
+    from vicreg.config import build_config
+
+    plan, notes = plan_step(build_config("demo"), torch.device("cpu"))
+    assert (plan.stack, plan.per_view, plan.sync_batchnorm, plan.data_parallel) == (True, True, False, False)
+    assert (plan.amp, plan.channels_last, notes) == (None, False, [])
+    plan, notes = plan_step(build_config("demo", {"train.batchnorm": "joint"}), torch.device("cuda"), world=4)
+    assert (plan.per_view, plan.sync_batchnorm, plan.data_parallel, plan.compile) == (False, True, True, False)
+    assert (plan.amp, plan.channels_last) == (torch.bfloat16, True)
+    assert notes == ["train.compile is off with 4 processes: the compiled step does not capture the all-gather "
+                     "and the synced batch norm yet (the step runs eagerly)"]
+    plan, _ = plan_step(build_config("demo", {"train.stack_views": False}), torch.device("cpu"))
+    assert (plan.stack, plan.per_view) == (False, False)
+
+
+def test_the_step_converts_batch_norm_once_and_builds_its_optimiser():
+    cfg, model, _, _ = _step_setup()
+    step = Step(model, cfg, torch.device("cpu"), log=lambda m: None)
+    assert step.module is model and step.plan.per_view
+    layers = [m for m in model.modules() if isinstance(m, PerViewBatchNorm)]
+    assert layers and all(m.views == 2 and not m.sync for m in layers)
+    assert {id(p) for g in step.optimizer.param_groups for p in g["params"]} == \
+        {id(p) for p in model.parameters() if p.requires_grad}
 
 
 def test_a_failed_compilation_falls_back_to_eager_with_one_warning(monkeypatch):
     """The first call raises inside the "compiled" function after a forward that moved the batch-norm
     buffers: the step says why once, restores the buffers and gives exactly the eager step's numbers."""
-    cfg, model, optimizer, augment, images = _step_setup(**{"train.compile": True})
+    cfg, model, augment, images = _step_setup(**{"train.compile": True})
     reference = copy.deepcopy(model)
-    ref_opt = build_optimizer(cfg.optim, reference, 8)
 
     def broken_compile(fn, mode=None):
         def run(xa, xb):
@@ -259,13 +220,13 @@ def test_a_failed_compilation_falls_back_to_eager_with_one_warning(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     lines = []
-    step = Step(model, cfg, optimizer, None, False, torch.device("cpu"), log=lines.append)
+    step = Step(model, cfg, torch.device("cpu"), log=lines.append)
     got = [step(images, augment, torch.Generator().manual_seed(0)) for _ in range(2)]
     assert step.fallback == "RuntimeError: inductor: no C compiler found" and step.compile_seconds == 0.0
     assert len(lines) == 1 and "train.compile failed, training eagerly instead (RuntimeError: inductor" in lines[0]
     cfg_eager = copy.deepcopy(cfg)
     cfg_eager.train.compile = False
-    eager = Step(reference, cfg_eager, ref_opt, None, False, torch.device("cpu"), log=lines.append)
+    eager = Step(reference, cfg_eager, torch.device("cpu"), log=lines.append)
     want = [eager(images, augment, torch.Generator().manual_seed(0)) for _ in range(2)]
     for a, b in zip(got, want):
         assert torch.equal(a, b)
@@ -281,13 +242,12 @@ def test_compiled_whole_update_matches_the_eager_step():
     set in place; three steps at three learning rates give the eager step's losses and weight updates."""
     runs = {}
     for compiled in (True, False):
-        cfg, model, optimizer, augment, images = _step_setup(**{"train.compile": compiled,
-                                                                "train.compile_scope": "step", "optim.name": "lars"})
+        cfg, model, augment, images = _step_setup(**{"train.compile": compiled, "train.compile_scope": "step",
+                                                     "optim.name": "lars"})
         before = [p.detach().clone() for p in model.parameters()]
-        step, g, terms = Step(model, cfg, optimizer, None, False, torch.device("cpu"), log=lambda m: None), \
-            torch.Generator().manual_seed(0), []
+        step, g, terms = Step(model, cfg, torch.device("cpu"), log=lambda m: None), torch.Generator().manual_seed(0), []
         for lr in (0.1, 0.2, 0.05):
-            set_learning_rate(optimizer, lr)
+            set_learning_rate(step.optimizer, lr)
             terms.append(step(images, augment, g))
         assert step.fallback is None and (step.compile_seconds > 0) == compiled
         runs[compiled] = (torch.stack(terms), [p.detach() - b for p, b in zip(model.parameters(), before)])
@@ -330,28 +290,12 @@ def test_cuda_compiled_step_under_cuda_graphs_matches_eager(scope):
                                     "train.compile_scope": scope})
         torch.manual_seed(0)
         model = build_model(cfg.model, 1, [0.5], [0.25]).cuda().train()
-        optimizer = build_optimizer(cfg.optim, model, 32, lr_tensor=compiles_update(cfg.train, torch.device("cuda")))
-        step = Step(model, cfg, optimizer, torch.bfloat16, True, torch.device("cuda"), log=print)
+        step = Step(model, cfg, torch.device("cuda"), log=print)
         augment, g = TwoViews(cfg.augment, 16).cuda(), torch.Generator(device="cuda").manual_seed(0)
         images = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8, device="cuda")
         losses[compiled] = torch.stack([step(images, augment, g).clone() for _ in range(5)])
-        assert step.fallback is None and step.enabled == (compiled == "auto")
+        assert step.fallback is None and step.plan.compile == (compiled == "auto")
     # bf16 forward in both; the compiled graph rounds in other places: a few bf16 eps over five steps
     assert_rel_close(losses["auto"], losses[False], 8 * BFLOAT16_EPS, f"compiled ({scope}) vs eager losses")
 
 
-@pytest.mark.parametrize("momentum", [0.1, None])
-def test_per_view_running_statistics_follow_the_stock_layer_view_by_view(momentum):
-    """Running mean/var after three stacked batches equal the stock layer's after the same six per-view
-    batches (view a, then view b), also for momentum=None (a cumulative average); float64."""
-    stock = nn.BatchNorm2d(3, momentum=momentum).double()
-    layer = nn.Sequential(copy.deepcopy(stock))
-    per_view_batchnorm(layer)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        a, b = (torch.randn(4, 3, 2, 2, generator=g, dtype=torch.float64) * 3 + 1 for _ in range(2))
-        stock(a), stock(b)
-        layer(torch.cat([a, b]))
-    for name in ("running_mean", "running_var"):
-        assert_rel_close(getattr(layer[0], name), getattr(stock, name), FLOAT64_REL, name)
-    assert int(layer[0].num_batches_tracked) == int(stock.num_batches_tracked) == 6

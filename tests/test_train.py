@@ -11,7 +11,7 @@ import torch
 
 from vicreg.config import build_config
 from vicreg.rundir import load_checkpoint
-from vicreg.train import train
+from vicreg.training import train
 
 
 def tiny(tmp_path, **extra):
@@ -169,7 +169,7 @@ def test_checkpoints_after_the_first_epoch_and_by_time_between_epochs(tmp_path, 
 @pytest.mark.parametrize("from_step,saved", [(25, 21), (5, None)])
 def test_a_loss_blow_up_stops_the_run_before_the_next_checkpoint_and_says_so_in_the_log(tmp_path, monkeypatch,
                                                                                          from_step, saved):
-    import vicreg.train as train_module
+    import vicreg.step as train_module
 
     real, calls = train_module.Step.__call__, [0]
 

@@ -9,7 +9,7 @@ from vicreg.cli import main
 from vicreg.config import PredictorConfig, build_config
 from vicreg.rundir import load_checkpoint
 from vicreg.runs import load_run
-from vicreg.train import train
+from vicreg.training import train
 from vicreg.worldmodel import (
     embed_sequences,
     evaluate_predictor,

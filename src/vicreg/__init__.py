@@ -12,10 +12,9 @@ from .loss import (
 )
 
 # The rest of the public API is imported on first use (name -> (module, attribute)), so that `import vicreg`
-# stays light and no module of the package imports the package back. `fit` is vicreg.train.train: the
-# package cannot export a function named like its module `vicreg.train`.
+# stays light and no module of the package imports the package back.
 _LAZY = {
-    "fit": ("vicreg.train", "train"), "RunResult": ("vicreg.train", "RunResult"),
+    "train": ("vicreg.training", "train"), "RunResult": ("vicreg.training", "RunResult"),
     "build_config": ("vicreg.config", "build_config"), "Config": ("vicreg.config", "Config"),
     "build_model": ("vicreg.models", "build_model"), "VICReg": ("vicreg.models", "VICReg"),
     "load_encoder": ("vicreg.encoder", "load_encoder"), "export_encoder": ("vicreg.encoder", "export_encoder"),

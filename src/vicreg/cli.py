@@ -265,7 +265,7 @@ def _cmd_train(args, extra: list[str]) -> int:
 def _train_or_resume(args, extra: list[str]):
     from .config import with_overrides
     from .rundir import read_config
-    from .train import train
+    from .training import train
 
     if args.resume:
         if args.preset or args.config:

@@ -11,12 +11,13 @@ What keeps N processes exact to one process on the global batch:
 - the variance and covariance terms see the projections of every process (:func:`gather_with_grad`), with
   gradients flowing back to each process's own rows; the invariance term is local, and DDP's average of
   the gradients over processes makes it the global mean;
-- batch norm uses the statistics of the global batch, per view (vicreg.step with ``sync=True``), as the
+- batch norm uses the statistics of the global batch, per view (vicreg.batchnorm with ``sync=True``), as the
   paper's SyncBatchNorm does.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,13 +25,13 @@ from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from .errors import NodeConfigError
 
 __all__ = ["Dist", "Vote", "init_from_env", "is_distributed", "world_size", "rank", "gather_with_grad",
-           "gather_rows", "all_gather_stack", "all_reduce_sum", "all_reduce_mean", "broadcast_object", "barrier",
-           "shutdown"]
+           "gather_rows", "data_parallel", "all_gather_stack", "all_reduce_sum", "all_reduce_mean",
+           "broadcast_object", "barrier", "shutdown"]
 
 
 def is_distributed() -> bool:
@@ -190,6 +191,15 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DDP for this job. Its batch norm is synced (vicreg.batchnorm), so the buffers (the
+    running statistics) stay equal on every process by themselves: DDP does not broadcast them."""
+    ddp = nn.parallel.DistributedDataParallel
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else {"broadcast_buffers": False})  # the keyword's name changed in torch 2.14
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
 
 
 def barrier() -> None:

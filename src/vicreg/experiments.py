@@ -189,7 +189,7 @@ def _last_window(run_dir: Path, window: int = 50) -> dict[str, float]:
 
 def _train_or_reuse(run_dir: Path, cfg: Config, force: bool, echo: Callable[[str], None]) -> None:
     """A finished run of this config is reused, a stopped one resumed; anything else is trained afresh."""
-    from .train import train
+    from .training import train
 
     if not force and is_finished(run_dir, cfg):
         echo(f"  reusing the finished run {run_dir}")

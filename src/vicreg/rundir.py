@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import pickle
 from pathlib import Path
@@ -450,17 +449,12 @@ class MetricsWriter:
     CPU every flush writes at once.
     """
 
-    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True, divergence_factor: float = 0.0):
+    def __init__(self, run_dir: Path, keep_until_step: int, tensorboard: bool = True,
+                 check: Callable[[int, list[float]], None] | None = None):
         self.path, self.knn_path = run_dir / METRICS, run_dir / KNN
         self.diagnostics_path = run_dir / DIAGNOSTICS
         trim_to_step(run_dir, keep_until_step)
-        self.divergence_factor = divergence_factor
-        kept = _read_csv(self.path)
-        self.lowest = (float("inf"), 0)  # (the lowest loss written so far, its step): the blow-up check's base
-        self.first = None  # the run's first logged loss: a blow-up also climbs above where the run started
-        if len(kept["loss"]):
-            i = int(np.argmin(kept["loss"]))
-            self.lowest, self.first = (float(kept["loss"][i]), int(kept["step"][i])), float(kept["loss"][0])
+        self.check = check  # called with (step, [loss, inv, var, cov]) before each row is written; may raise
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []
         self.queued: list[tuple] = []  # windows on their way to the host: (rows, host tensor, event, ips)
         self.tb = None
@@ -478,7 +472,8 @@ class MetricsWriter:
     def flush(self, images_per_s: float, wait: bool = False, reduce: Callable[[Tensor], Tensor] | None = None
               ) -> list[float]:
         """Queue the pending rows and write the windows that are ready (all of them with ``wait`` or on the
-        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). Raises on a NaN loss.
+        CPU); returns the last written row's [loss, inv, var, cov] ([] if none). What ``check`` raises (the
+        training's divergence policy) stops the writing before the row it refused.
         reduce: applied to the window's (steps, 4) losses first (a data-parallel job's mean over processes)."""
         if self.pending:
             values = torch.stack([t for *_, t in self.pending])
@@ -507,7 +502,8 @@ class MetricsWriter:
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
             for (step, epoch, lr), v in zip(rows, values):
-                self._check(step, v)
+                if self.check is not None:
+                    self.check(step, v)
                 w.writerow([step, epoch, f"{lr:.6g}", *(f"{x:.6g}" for x in v), f"{images_per_s:.1f}"])
                 if self.tb is not None:
                     for name, x in zip(LOSS_COLUMNS, v):
@@ -516,23 +512,6 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.add_scalar("images_per_s", images_per_s, rows[-1][0])
         return values[-1]
-
-    def _check(self, step: int, v: list[float]) -> None:
-        """Raise FloatingPointError on a non-finite loss, or one above divergence_factor x the lowest so far."""
-        if not all(math.isfinite(x) for x in v):
-            raise FloatingPointError(f"the loss became non-finite at step {step} (loss, invariance, variance, "
-                                     f"covariance = {v}). Lower optim.lr or check the data for NaN")
-        lowest, at = self.lowest
-        self.first = v[0] if self.first is None else self.first
-        # above factor x the lowest AND above the start: a healthy loss that falls towards 0 (e.g. the
-        # invariance-only collapse experiment) and wobbles is no blow-up
-        if self.divergence_factor and 0 < lowest < v[0] / self.divergence_factor and v[0] > self.first:
-            raise FloatingPointError(f"the loss blew up at step {step}: {v[0]:.4g}, over train.divergence_factor="
-                                     f"{self.divergence_factor:g} x the lowest so far ({lowest:.4g} at step {at}). "
-                                     f"Lower optim.lr or lengthen optim.warmup_epochs (train.divergence_factor=0 "
-                                     f"turns this check off)")
-        if v[0] < lowest:
-            self.lowest = (v[0], step)
 
     def knn(self, step: int, epoch: float, train_seconds: float, acc: dict[int, float]) -> None:
         new = not self.knn_path.exists()

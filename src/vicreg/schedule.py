@@ -1,5 +1,5 @@
 """The one learning-rate schedule of the package: linear warm-up, then cosine decay. A pure function of the
-step, so a resumed run recomputes it exactly. VICReg pre-training (vicreg.train), the linear probe
+step, so a resumed run recomputes it exactly. VICReg pre-training (vicreg.training), the linear probe
 (vicreg.evaluate) and the world-model predictor (vicreg.worldmodel.fit) all call it."""
 
 from __future__ import annotations

@@ -1,0 +1,71 @@
+"""A running job's checkpoints: written by rank 0 with the random states of every process, restored so that a
+resumed run reaches the very weights of an uninterrupted one (bit-identical on the CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError
+from ..distributed import barrier
+from ..errors import first_line
+from ..optim import load_optimizer_state
+from ..rundir import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint
+from .state import Progress, Session
+
+__all__ = ["checkpoint", "restore", "last_checkpoint_step"]
+
+
+def checkpoint(s: Session, p: Progress, seconds: float) -> None:
+    """checkpoint.pt, written by rank 0 with the random states of every process; ``seconds``: this
+    invocation's training time."""
+    rngs = None
+    if s.dist.world > 1:
+        rngs = [None] * s.dist.world
+        torch.distributed.all_gather_object(rngs, {k: _cpu(v) for k, v in rng_state(s.generator).items()})
+    if s.dist.main:
+        save_checkpoint(s.run_dir, s.cfg, s.model, s.optimizer, p.step, s.schedule, s.generator, p.knn,
+                        p.seconds_before + seconds, rank_rngs=rngs, input_size=s.input_size)
+    barrier()
+
+
+def _cpu(state):
+    return [t.cpu() for t in state] if isinstance(state, list) else state.cpu()
+
+
+def restore(s: Session) -> Progress:
+    """Weights, optimiser, step, RNG states, the last k-NN and the training seconds from checkpoint.pt; a run
+    stopped before its first checkpoint starts again from step 0 (as it started, so it ends the same)."""
+    if not (s.run_dir / CHECKPOINT).exists():
+        s.log(f"{s.run_dir} has no checkpoint yet (it stopped before its first): starting it again from step 0")
+        return Progress()
+    ckpt = load_checkpoint(s.run_dir, map_location=s.device)
+    try:
+        s.model.load_state_dict(ckpt["model"])
+        load_optimizer_state(s.optimizer, ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        first = first_line(e)
+        raise ValueError(f"{s.run_dir / CHECKPOINT} does not fit this run's model and optimiser ({first}); "
+                         f"was it copied from another run?") from None
+    ranks = ckpt["rng"].get("ranks", [ckpt["rng"]])
+    if len(ranks) != s.dist.world:
+        raise ConfigError(f"{s.run_dir} was trained by {len(ranks)} process(es): resume it with as many "
+                          f"(this job has {s.dist.world})")
+    rng = ranks[s.dist.rank]
+    torch.set_rng_state(rng["torch"].cpu())
+    s.generator.set_state(rng["augment"].cpu())
+    if "cuda" in rng and s.device.type == "cuda":
+        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
+    p = Progress(step=int(ckpt["step"]), knn={int(k): v for k, v in ckpt["knn"].items()},
+                 seconds_before=float(ckpt.get("train_seconds", 0.0)))
+    s.log(f"resuming {s.run_dir} at step {p.step}/{s.total_steps} (epoch {p.step // s.steps_per_epoch})")
+    return p
+
+
+def last_checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's checkpoint, None when there is none (or none readable)."""
+    try:
+        return int(load_checkpoint(run_dir)["step"])
+    except (OSError, ValueError, KeyError):
+        return None
