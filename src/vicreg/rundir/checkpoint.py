@@ -1,0 +1,68 @@
+"""checkpoint.pt: everything a resumed run needs, written atomically and loaded without unpickling code."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..config import Config, config_to_dict
+from ..errors import first_line
+from .atomic import atomic_save
+from .layout import CHECKPOINT
+
+
+def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+    """Load a checkpoint (a run directory or the file) without unpickling arbitrary objects
+    (torch.load(weights_only=True))."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain values
+        raise ValueError(f"refused {path}: it holds objects other than tensors and plain values, which could run "
+                         f"code when loaded (torch.load with weights_only=True refused it)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = first_line(e, 160, default=type(e).__name__)
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a vicreg checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
+
+
+def rng_state(augment_generator: torch.Generator) -> dict:
+    """This process's random states: torch's, the augmentations' generator's and CUDA's."""
+    rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_checkpoint(run_dir: Path, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    step: int, schedule: dict, augment_generator: torch.Generator, knn: dict[int, float],
+                    train_seconds: float = 0.0, rank_rngs: list[dict] | None = None,
+                    input_size: int | None = None) -> None:
+    """Everything a resumed run needs, written atomically to run_dir/checkpoint.pt. ``rank_rngs``: the random
+    states of every process of a data-parallel run, in rank order (``rng["ranks"]``; rank 0's are ``rng``)."""
+    rng = rank_rngs[0] if rank_rngs else rng_state(augment_generator)
+    if rank_rngs and len(rank_rngs) > 1:
+        rng = {**rng, "ranks": rank_rngs}
+    atomic_save(
+        {
+            "format": 1,
+            "config": config_to_dict(cfg),
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {**schedule, "step": step},
+            "rng": rng,
+            "knn": {str(k): v for k, v in knn.items()},
+            "train_seconds": train_seconds,
+            "input_size": input_size,  # the side of the images the model was fed (vicreg.encoder reads it)
+        },
+        Path(run_dir) / CHECKPOINT,
+    )
