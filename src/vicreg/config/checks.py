@@ -1,0 +1,153 @@
+"""Range checks of typed configs (the types are already right here): each raises :class:`ConfigError` naming the
+first bad value and what is allowed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..backbones import BACKBONES
+from ..presets import RECIPES
+from .schema import Config, ConfigError, PlanConfig, PredictorConfig, TrainConfig, ViewAugment
+
+
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid: {allowed}")
+
+
+def check_view(v: ViewAugment, prefix: str) -> None:
+    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+        val = getattr(v, name)
+        check(0.0 <= val <= 1.0, f"{prefix}.{name}", val, "a probability must be in [0, 1]")
+    lo, hi = v.crop_scale
+    check(0.0 < lo <= hi <= 1.0, f"{prefix}.crop_scale", list(v.crop_scale), "need 0 < min <= max <= 1")
+    lo, hi = v.crop_ratio
+    check(0.0 < lo <= hi, f"{prefix}.crop_ratio", list(v.crop_ratio), "need 0 < min <= max")
+    lo, hi = v.blur_sigma
+    check(0.0 < lo <= hi, f"{prefix}.blur_sigma", list(v.blur_sigma), "need 0 < min <= max")
+    check(0.0 <= v.rotation <= 180.0, f"{prefix}.rotation", v.rotation, "degrees must be in [0, 180]")
+    for name in ("brightness", "contrast", "saturation"):
+        val = getattr(v, name)
+        check(0.0 <= val <= 1.0, f"{prefix}.{name}", val, "must be in [0, 1]")
+    check(0.0 <= v.hue <= 0.5, f"{prefix}.hue", v.hue, "must be in [0, 0.5]")
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # what train.device and the commands' --device accept
+
+
+def validate(cfg: Config) -> None:
+    """Range checks of a typed Config; raises ConfigError naming the first bad value."""
+    check(cfg.augment.recipe in RECIPES or cfg.augment.recipe == "custom", "augment.recipe", cfg.augment.recipe,
+          f"expected one of {', '.join(RECIPES)}, or custom")
+    check_view(cfg.augment.view_a, "augment.view_a")
+    check_view(cfg.augment.view_b, "augment.view_b")
+
+    d = cfg.data
+    check(d.image_size is None or d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 or null")
+    check(d.limit_train is None or d.limit_train >= 2, "data.limit_train", d.limit_train, "must be >= 2 or null")
+    check(d.limit_test is None or d.limit_test >= 1, "data.limit_test", d.limit_test, "must be >= 1 or null")
+    check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
+    check(0.0 < d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
+    check(0.0 < d.max_device_fraction <= 1.0, "data.max_device_fraction", d.max_device_fraction, "must be in (0, 1]")
+    check(d.dataset != "folder" or d.data_dir is not None, "data.data_dir", d.data_dir,
+          "dataset 'folder' needs --data.data_dir pointing at a folder with one sub-folder per class")
+
+    check(d.temporal_offset >= 0, "data.temporal_offset", d.temporal_offset, "must be >= 0 (0: augmented views)")
+    check(d.temporal_offset == 0 or d.dataset in ("sprites", "moving-mnist"), "data.temporal_offset",
+           d.temporal_offset, f"temporal views need a video dataset (sprites, moving-mnist), not {d.dataset!r}")
+    v = d.video
+    check(v.sequences >= 1, "data.video.sequences", v.sequences, "must be >= 1")
+    check(v.test_sequences >= 1, "data.video.test_sequences", v.test_sequences, "must be >= 1")
+    check(v.length >= 2, "data.video.length", v.length, "must be >= 2 (a next frame is needed)")
+    check(d.temporal_offset < v.length, "data.temporal_offset", d.temporal_offset,
+          f"must be smaller than data.video.length={v.length}")
+    check(v.sprite_size >= 2, "data.video.sprite_size", v.sprite_size, "must be >= 2")
+    check(v.canvas > v.sprite_size, "data.video.canvas", v.canvas,
+          f"must be larger than data.video.sprite_size={v.sprite_size}")
+    check(v.objects >= 1, "data.video.objects", v.objects, "must be >= 1")
+    check(0.0 <= v.speed[0] <= v.speed[1], "data.video.speed", list(v.speed), "need 0 <= min <= max")
+    check(v.distractors >= 0, "data.video.distractors", v.distractors, "must be >= 0")
+    check(1 <= v.distractor_size < v.canvas, "data.video.distractor_size", v.distractor_size,
+          "must be >= 1 and smaller than the canvas")
+    check(0.0 <= v.push_p <= 1.0, "data.video.push_p", v.push_p, "a probability must be in [0, 1]")
+    check(v.push >= 0.0, "data.video.push", v.push, "must be >= 0")
+    check(v.max_speed > 0.0, "data.video.max_speed", v.max_speed, "must be > 0")
+
+    m = cfg.model
+    check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"expected one of {', '.join(sorted(BACKBONES))}")
+    if m.head != "none":
+        check(m.embedding_dim is not None and m.embedding_dim >= 1, "model.embedding_dim", m.embedding_dim,
+               f"head {m.head!r} needs a positive embedding_dim")
+    check(m.head != "seed" or len(m.head_widths) == 2, "model.head_widths", m.head_widths,
+          "the seed head has exactly two hidden widths (write-up: 128,32)")
+    check(all(w >= 1 for w in m.head_widths), "model.head_widths", m.head_widths, "widths must be >= 1")
+    check(len(m.expander) >= 1 and all(w >= 1 for w in m.expander), "model.expander", m.expander,
+          "need at least one width, each >= 1")
+    check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+
+    lo = cfg.loss
+    for name in ("lam", "mu", "nu"):
+        check(getattr(lo, name) >= 0.0, f"loss.{name}", getattr(lo, name), "a loss weight must be >= 0")
+    check(lo.eps > 0.0, "loss.eps", lo.eps, "must be > 0")
+    check(lo.gamma > 0.0, "loss.gamma", lo.gamma, "must be > 0")
+
+    o = cfg.optim
+    check(o.lr > 0.0, "optim.lr", o.lr, "must be > 0")
+    check(o.weight_decay >= 0.0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "must be in [0, 1)")
+    check(all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", list(o.betas), "each must be in [0, 1)")
+    check(o.eta > 0.0, "optim.eta", o.eta, "must be > 0")
+    check(o.warmup_epochs >= 0.0, "optim.warmup_epochs", o.warmup_epochs, "must be >= 0")
+    check(0.0 <= o.final_lr_ratio <= 1.0, "optim.final_lr_ratio", o.final_lr_ratio, "must be in [0, 1]")
+
+    validate_train(cfg.train)
+
+
+def validate_train(t: TrainConfig) -> None:
+    check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+    check(t.batch_size >= 2, "train.batch_size", t.batch_size, "must be >= 2 (the variance needs two samples)")
+    check(re.fullmatch(DEVICE_PATTERN, t.device) is not None,
+          "train.device", t.device, "expected auto, cpu, cuda, cuda:N (N a GPU index) or mps")
+    check(t.knn_every >= 0, "train.knn_every", t.knn_every, "must be >= 0")
+    check(len(t.knn_k) >= 1 and all(k >= 1 for k in t.knn_k), "train.knn_k", t.knn_k, "need positive k values")
+    check(t.knn_temperature > 0.0, "train.knn_temperature", t.knn_temperature, "must be > 0")
+    check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "must be >= 0")
+    check(t.checkpoint_minutes >= 0, "train.checkpoint_minutes", t.checkpoint_minutes, "must be >= 0 (0: off)")
+    check(t.divergence_factor == 0 or t.divergence_factor > 1, "train.divergence_factor", t.divergence_factor,
+          "must be > 1, or 0 (off)")
+    check(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
+    check(t.diagnostics_every >= 0, "train.diagnostics_every", t.diagnostics_every, "must be >= 0")
+    check(t.diagnostics_samples >= 2, "train.diagnostics_samples", t.diagnostics_samples,
+          "must be >= 2 (a std needs two samples)")
+
+
+def validate_predictor(cfg: PredictorConfig) -> None:
+    """Range checks of a typed PredictorConfig; raises ConfigError naming the first bad value."""
+    check(cfg.context >= 1, "predictor.context", cfg.context, "must be >= 1")
+    check(cfg.width >= 1, "predictor.width", cfg.width, "must be >= 1")
+    check(cfg.layers >= 1, "predictor.layers", cfg.layers, "must be >= 1")
+    check(cfg.heads >= 1 and cfg.width % cfg.heads == 0, "predictor.heads", cfg.heads,
+          f"must be >= 1 and divide predictor.width={cfg.width}")
+    check(0.0 <= cfg.dropout < 1.0, "predictor.dropout", cfg.dropout, "must be in [0, 1)")
+    check(cfg.train_horizon >= 1, "predictor.train_horizon", cfg.train_horizon, "must be >= 1")
+    check(cfg.epochs >= 1, "predictor.epochs", cfg.epochs, "must be >= 1")
+    check(cfg.batch_size >= 2, "predictor.batch_size", cfg.batch_size, "must be >= 2")
+    check(cfg.lr > 0 and cfg.encoder_lr > 0, "predictor.lr", cfg.lr, "learning rates must be > 0")
+    check(cfg.weight_decay >= 0, "predictor.weight_decay", cfg.weight_decay, "must be >= 0")
+    check(cfg.vicreg_weight >= 0, "predictor.vicreg_weight", cfg.vicreg_weight, "must be >= 0")
+
+
+def validate_plan(cfg: PlanConfig) -> None:
+    """Range checks of a typed PlanConfig; raises ConfigError naming the first bad value."""
+    for name in ("horizon", "iterations", "replan_every", "episodes", "steps"):
+        check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
+    check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")
+    check(cfg.elites >= 2, "plan.elites", cfg.elites, "must be >= 2 (the cross-entropy method refits a spread)")
+    check(cfg.elites <= cfg.samples, "plan.elites", cfg.elites, f"must be <= plan.samples={cfg.samples}")
+    check(cfg.replan_every <= cfg.horizon, "plan.replan_every", cfg.replan_every,
+          f"must be <= plan.horizon={cfg.horizon} (a plan holds horizon pushes)")
+    check(cfg.temperature > 0, "plan.temperature", cfg.temperature, "must be > 0")
+    check(cfg.gd_lr > 0, "plan.gd_lr", cfg.gd_lr, "must be > 0")
+    check(cfg.gd_starts >= 1, "plan.gd_starts", cfg.gd_starts, "must be >= 1")
+    check(cfg.success_distance > 0, "plan.success_distance", cfg.success_distance, "must be > 0 (pixels)")

@@ -1,0 +1,134 @@
+"""Plain dicts to typed dataclasses and back: each value checked against its field's type hint, converted where
+that loses nothing ("64,64" -> [64, 64], "1e-3" -> 0.001), else a one-line :class:`ConfigError` naming the key,
+the value and the type expected."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+import yaml
+
+from .schema import ConfigError
+
+
+def config_to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict of YAML-friendly values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [config_to_dict(v) for v in obj]
+    return obj
+
+
+def _plural(described: str) -> str:
+    """ "an integer" -> "integers", "a number" -> "numbers" (the other descriptions as they are)."""
+    for article in ("an ", "a "):
+        if described.startswith(article):
+            return described[len(article):] + "s"
+    return described
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a comma-separated list of {_plural(_describe(args[0]))}"
+    if origin is tuple:
+        return f"{len(args)} comma-separated {_plural(_describe(args[0]))}"
+    if hint is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint``; convert where it is lossless; else ConfigError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{key}={value!r} is not valid: expected {_describe(hint)}")
+
+    if origin is Literal:
+        if value in args:
+            return value
+        raise bad()
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise bad()
+    if origin in (list, tuple):
+        if isinstance(value, str):  # "64,64" or "[64, 64]"
+            text = value.strip().removeprefix("[").removesuffix("]") if value.strip().startswith("[") else value
+            try:
+                value = [yaml.safe_load(v) for v in text.split(",")] if text.strip() else []
+            except yaml.YAMLError:
+                raise bad() from None
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        if origin is tuple:
+            if len(value) != len(args):
+                raise bad()
+            return tuple(coerce(v, a, key) for v, a in zip(value, args))
+        return [coerce(v, args[0], key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if hint in (int, float) and isinstance(value, str):
+        try:
+            value = float(value) if hint is float else int(value)
+        except ValueError:
+            raise bad() from None
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    raise bad()
+
+
+def from_dict(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{path}' (known keys{' in ' + prefix[:-1] if prefix else ''}: {', '.join(names)})"
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, path + ".")
+        else:
+            kwargs[key] = coerce(value, hint, path)
+    return cls(**kwargs)
