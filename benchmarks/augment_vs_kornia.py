@@ -32,9 +32,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from vicreg.augment import TwoViews, blur_radius, to_float
+from vicreg.augment import TwoViews, blur_radius
 from vicreg.config import AugmentConfig, ViewAugment
 from vicreg.device import resolve_device
+from vicreg.image_ops import to_float
 from vicreg.presets import RECIPES
 
 

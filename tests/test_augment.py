@@ -19,10 +19,10 @@ from vicreg.augment import (
     crop_flip_rotate,
     gaussian_blur,
     grayscale,
-    resize_images,
     solarize,
 )
 from vicreg.config import AugmentConfig, ViewAugment
+from vicreg.image_ops import resize_images
 from vicreg.presets import RECIPES
 
 B = 64

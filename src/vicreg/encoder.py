@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .augment import resize_images
 from .backbones import input_size
 from .config import ModelConfig, config_from_dict
 from .data import image_array, native_size
 from .errors import first_line
+from .image_ops import resize_images
 from .models import build_model
 from .rundir import CHECKPOINT, load_checkpoint, write_json
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import resize_images
 from .device import cpu_threads
+from .image_ops import resize_images
 from .schedule import warmup_cosine
 
 __all__ = ["LEVELS", "ProbeResult", "extract_features", "extract_outputs", "knn_accuracy", "linear_probe", "ridge_r2",

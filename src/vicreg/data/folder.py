@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..augment import resize_images
 from ..config import DataConfig
 from ..errors import first_line
+from ..image_ops import resize_images
 from .dataset import ImageDataset, Log, Split, make_dataset
 
 FOLDER_IN_MEMORY_LIMIT = 2 * 1024**3  # decoded bytes above which an image folder is streamed
@@ -49,7 +49,7 @@ def image_array(image, size: int, grey: bool) -> np.ndarray:
 
 def centre_crop_resize(image: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (C, H, W) -> uint8 (C, size, size): the centred square of side min(H, W), resized on the image's own
-    device (:func:`vicreg.augment.resize_images`): what :func:`decode_image` does with PIL."""
+    device (:func:`vicreg.image_ops.resize_images`): what :func:`decode_image` does with PIL."""
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import DataConfig, VideoConfig
+from ..image_ops import resize_uint8
 from .dataset import ImageDataset, Log, in_memory
 from .download import DEFAULT_ROOT, tv_download
 from .images import load_fashion_mnist
@@ -131,14 +131,6 @@ def _check_video(cfg: VideoConfig) -> None:
                          f"need length >= 1, objects >= 1, distractors >= 0")
 
 
-def _resize(images: Tensor, size: int) -> Tensor:
-    """uint8 (S, C, h, w) -> uint8 (S, C, size, size): bilinear with antialias, rounded."""
-    if images.shape[-2:] == (size, size):
-        return images.contiguous()
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
 def sprite_bank(cfg: VideoConfig, split: str, data_dir: str | None, download: bool,
                  log: Log) -> tuple[Tensor, Tensor, list[str]]:
     """Sprite images of ``split`` uint8 (S, 1, s, s) (s = cfg.sprite_size), their labels int64 (S,), class names."""
@@ -157,7 +149,7 @@ def sprite_bank(cfg: VideoConfig, split: str, data_dir: str | None, download: bo
         ds = load_fashion_mnist(DataConfig(dataset="fashion-mnist", data_dir=data_dir, download=download), log=log)
         part = ds.train if split == "train" else ds.test
         images_t, labels_t, names = part.images, part.labels, list(ds.classes)
-    return _resize(images_t, cfg.sprite_size), labels_t.to(torch.int64), names
+    return resize_uint8(images_t, cfg.sprite_size), labels_t.to(torch.int64), names
 
 
 def _generator(seed: int, split: str) -> torch.Generator:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..augment import resize_images
 from ..config import PredictorConfig
 from ..data.video import Sequences
+from ..image_ops import resize_images
 from ..runs import LoadedRun
 from ..schedule import warmup_cosine
 from .fit import FitResult, prediction_loss
