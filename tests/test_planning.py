@@ -10,7 +10,7 @@ from torch import nn
 
 from vicreg.cli import main
 from vicreg.config import ConfigError, PlanConfig, PredictorConfig, VideoConfig, build_config, plan_config
-from vicreg.data.video import generate_sprites
+from vicreg.data.sprites import generate_sprites
 from vicreg.training import train
 from vicreg.worldmodel import train_predictor
 from vicreg.worldmodel.control import (

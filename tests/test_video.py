@@ -11,14 +11,8 @@ import torch
 
 from vicreg.config import DataConfig, VideoConfig
 from vicreg.data import FASHION_MNIST_CLASSES, load_dataset
-from vicreg.data.video import (
-    Sequences,
-    generate_sprites,
-    load_moving_mnist,
-    load_moving_mnist_dataset,
-    load_sprites_dataset,
-    sprite_bank,
-)
+from vicreg.data.sprites import generate_sprites, load_sprites_dataset, sprite_bank
+from vicreg.data.video import Sequences, load_moving_mnist, load_moving_mnist_dataset
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FIELDS = ("frames", "positions", "velocities", "actions", "distractors", "classes", "sprite_images")

@@ -90,7 +90,7 @@ PRESETS: dict[str, dict] = {
                   "warmup_epochs": 2, "final_lr_ratio": 0.01},
         "train": {"epochs": 50, "batch_size": 256, "knn_every": 5, "checkpoint_every": 10},
     },
-    # The JEPA frame encoder: moving digits (vicreg.data.video), temporal views 1-2 frames apart, small CNN,
+    # The JEPA frame encoder: moving digits (vicreg.data.sprites), temporal views 1-2 frames apart, small CNN,
     # a 64-D embedding for the predictor (vicreg train-predictor). A few minutes on 2 CPU cores.
     "sprites": {
         "data": {"dataset": "sprites", "temporal_offset": 2,

@@ -55,7 +55,7 @@ DatasetName = Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100",
 
 @dataclass
 class VideoConfig:
-    """Moving-sprite sequences (data.dataset "sprites", see vicreg.data.video): sprites bouncing in a square
+    """Moving-sprite sequences (data.dataset "sprites", see vicreg.data.sprites): sprites bouncing in a square
     canvas, with their positions, velocities, pushes (actions) and the distractors kept as labels."""
 
     sprites: Literal["digits", "fashion-mnist"] = "digits"  # where the sprites come from (their class is the label)

@@ -37,7 +37,7 @@ or into ``~/.cache/vicreg/data`` when no ``data_dir`` is given):
 
 ``sprites``
     generated, seeded: sequences of moving digits (or Fashion-MNIST images) with distractors and optional
-    pushes (``data.video``, see :mod:`vicreg.data.video`); frames are the images, a sprite's class the label;
+    pushes (``data.video``, see :mod:`vicreg.data.sprites`); frames are the images, a sprite's class the label;
     with ``data.temporal_offset`` the two views are frames of one clip.
 ``moving-mnist``
     torchvision's ``MovingMNIST/mnist_test_seq.npy`` (10 000 sequences of 20 frames, 64x64, unlabelled);

@@ -15,7 +15,8 @@ from .images import (
     load_mnist,
     load_stl10,
 )
-from .video import load_moving_mnist_dataset, load_sprites_dataset
+from .sprites import load_sprites_dataset
+from .video import load_moving_mnist_dataset
 
 LOADERS: dict[str, Callable[[DataConfig, Log], ImageDataset]] = {
     "digits": load_digits,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PlanConfig, config_to_dict, plan_config
-from ..data.video import push_and_move
+from ..data.sprites import push_and_move
 from .env import SpriteEnv
 from .planners import Cost, plan
 from .predictor import EmbeddingNorm

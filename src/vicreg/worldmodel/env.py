@@ -1,9 +1,9 @@
 """A batch of planning episodes in the sprite simulator: the controlled sprite starts somewhere, moving, and must
 end where it stands in a goal frame; every push is executed with the physics that made the training data.
 
-The physics and the drawing are :mod:`vicreg.data.video`'s own (``push``, ``move``, ``render_frames``), so a
+The physics and the drawing are :mod:`vicreg.data.sprites`'s own (``push``, ``move``, ``render_frames``), so a
 frame here is drawn exactly as a training frame would be. The episodes of a (seed, count) are always the same:
-digits, start positions and velocities drawn in the order :func:`vicreg.data.video.generate_sprites` draws
+digits, start positions and velocities drawn in the order :func:`vicreg.data.sprites.generate_sprites` draws
 them (batched, so a different count gives other episodes; seed 2s + 1 starts where the test split of
 ``video.seed = s`` starts), then a goal position uniform over the canvas. The leaves are redrawn at random
 in every frame, from the environment's own generator, so every planner sees the same leaves in the same order.
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import VideoConfig
-from ..data.video import push_and_move, render_frames, sprite_bank, start_state
+from ..data.sprites import push_and_move, render_frames, sprite_bank, start_state
 
 __all__ = ["SpriteEnv"]
 

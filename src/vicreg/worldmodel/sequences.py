@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ..config import Config, PredictorConfig
-from ..data.video import Sequences, generate_sprites, load_moving_mnist
+from ..data.sprites import generate_sprites
+from ..data.video import Sequences, load_moving_mnist
 from ..evaluate import extract_outputs
 from ..rundir import read_config
 from ..runs import LoadedRun
