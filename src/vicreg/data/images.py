@@ -3,10 +3,8 @@ CIFAR-10/100 (python pickles) and STL-10 (binary files). Where each is looked fo
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import torch
 from ..config import DataConfig
 from .dataset import ImageDataset, Log, Split, in_memory, make_dataset
 from .download import SYSTEM_DIRS, candidate_dirs, download_root, tv_download
+from .safe_unpickle import latin1_text, unpickle_plain
 
 # --------------------------------------------------------------------------------------------
 # digits (scikit-learn, bundled)
@@ -154,124 +153,6 @@ CIFAR = {
 }
 
 
-def _text(x) -> str:
-    return x.decode("latin1") if isinstance(x, bytes) else str(x)
-
-
-# What a CIFAR batch holds: a dict of numpy arrays, lists, strings and numbers. The unpickler never lets
-# numpy rebuild anything itself: the globals a numpy pickle names are replaced by the stand-ins below, which
-# accept only plain numeric dtypes and raw bytes and build each array with np.frombuffer. Any other global
-# (os.system, builtins.exec, ...) and any structured or object dtype is refused, so a crafted file in the
-# data directory can neither run code nor make numpy read memory it names.
-_NUMERIC_KINDS = "biuf"
-
-
-class _Dtype:
-    """numpy.dtype(code, align, copy) and its state, as a pickle gives them: a plain numeric dtype only."""
-
-    def __init__(self, code=None, align=False, copy=False):
-        if not isinstance(code, str) or len(code) > 4 or not code[:1].isalpha():
-            raise _Refused(f"a dtype {code!r}")
-        try:
-            kind = np.dtype(code).kind
-        except TypeError:
-            raise _Refused(f"a dtype {code!r}") from None
-        if kind not in _NUMERIC_KINDS:
-            raise _Refused(f"a dtype of kind {kind!r}")
-        self.code, self.order = code, "="
-
-    def __setstate__(self, state):  # (version, byte order, subarray, names, fields, elsize, alignment, flags)
-        if not isinstance(state, tuple) or len(state) < 5 or state[1] not in ("<", ">", "|", "="):
-            raise _Refused("a dtype state")
-        if any(part is not None for part in state[2:5]):
-            raise _Refused("a structured dtype")
-        self.order = "=" if state[1] == "|" else state[1]
-
-    def numpy(self) -> np.dtype:
-        return np.dtype(self.code).newbyteorder(self.order)
-
-
-class _Array:
-    """An ndarray as _reconstruct and its state give it: (version,) shape, dtype, fortran order, raw bytes."""
-
-    value = None
-
-    def __setstate__(self, state):
-        if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise _Refused("an array state")
-        shape, dtype, fortran, raw = state[-4:]
-        self.value = _frombuffer(raw, dtype, shape, "F" if fortran else "C")
-
-
-def _reconstruct(cls, shape, typecode) -> _Array:
-    return _Array()
-
-
-def _frombuffer(raw, dtype, shape, order="C") -> np.ndarray:
-    if not isinstance(dtype, _Dtype) or not isinstance(raw, (bytes, bytearray)) or order not in ("C", "F"):
-        raise _Refused("an array that is not raw numeric bytes")
-    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise _Refused(f"an array shape {shape!r}")
-    return np.frombuffer(bytes(raw), dtype.numpy()).reshape(shape, order=order).copy()
-
-
-def _scalar(dtype, raw=None):
-    return _frombuffer(raw, dtype, (1,))[0]
-
-
-_CIFAR_GLOBALS = {
-    ("numpy", "ndarray"): _Array, ("numpy", "dtype"): _Dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): _scalar, ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-}
-
-
-class _Refused(pickle.UnpicklingError):
-    """A pickle that names a global outside _CIFAR_GLOBALS, or an array that is not plain numbers."""
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("_codecs", "encode"):  # bytes in protocol-2 pickles written by Python 3
-            return codecs.encode
-        if (module, name) in _CIFAR_GLOBALS:
-            return _CIFAR_GLOBALS[(module, name)]
-        raise _Refused(f"it asks for {module}.{name}")
-
-
-def _arrays(x):
-    """The unpickled value with every _Array stand-in replaced by its numpy array."""
-    if isinstance(x, _Array):
-        if x.value is None:
-            raise _Refused("an array without data")
-        return x.value
-    if isinstance(x, dict):
-        return {k: _arrays(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_arrays(v) for v in x)
-    if isinstance(x, (_Dtype,)):
-        raise _Refused("a bare dtype")
-    return x
-
-
-def _unpickle(path: Path) -> dict:
-    """A CIFAR pickle as a dict with str keys (Python 2 pickles read as torchvision does, latin1), read by an
-    unpickler that builds only numpy arrays and plain Python values: a file that asks for anything else is
-    refused in one line, without running it."""
-    try:
-        with open(path, "rb") as f:
-            entry = _arrays(_PlainUnpickler(f, encoding="latin1").load())
-    except _Refused as e:
-        raise ValueError(f"refused {path}: not a plain CIFAR batch ({e}; only numpy arrays, lists, strings and "
-                         f"numbers are read, so that a crafted file cannot run code)") from None
-    except Exception as e:
-        raise ValueError(f"corrupt CIFAR file {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(entry, dict):
-        raise ValueError(f"corrupt CIFAR file {path}: expected a pickled dict, got {type(entry).__name__}")
-    return {_text(k): v for k, v in entry.items()}
-
-
 def _load_cifar(name: str, cfg: DataConfig, log: Log) -> ImageDataset:
     spec = CIFAR[name]
     names = {f: f for f in spec["train"] + spec["test"] + [spec["meta"]]}
@@ -296,7 +177,7 @@ def _load_cifar(name: str, cfg: DataConfig, log: Log) -> ImageDataset:
     def read(files: list[str]) -> Split:
         data, labels = [], []
         for fname in files:
-            entry = _unpickle(folder / fname)
+            entry = unpickle_plain(folder / fname)
             if "data" not in entry or not isinstance(entry.get(spec["label_key"]), (list, tuple)):
                 raise ValueError(f"corrupt CIFAR file {folder / fname}: no 'data' array and '{spec['label_key']}' list")
             given = entry[spec["label_key"]]
@@ -311,11 +192,11 @@ def _load_cifar(name: str, cfg: DataConfig, log: Log) -> ImageDataset:
             labels.extend(int(v) for v in entry[spec["label_key"]])
         return in_memory(np.concatenate(data), labels)
 
-    meta = _unpickle(folder / spec["meta"])
+    meta = unpickle_plain(folder / spec["meta"])
     if not isinstance(meta.get(spec["names_key"]), (list, tuple)):
         raise ValueError(f"corrupt CIFAR file {folder / spec['meta']}: no list of class names under "
                          f"'{spec['names_key']}' (found keys: {', '.join(sorted(meta)) or 'none'})")
-    classes = [_text(c) for c in meta[spec["names_key"]]]
+    classes = [latin1_text(c) for c in meta[spec["names_key"]]]
     return make_dataset(name, classes, read(spec["train"]), read(spec["test"]), str(folder), log)
 
 
