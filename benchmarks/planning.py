@@ -19,7 +19,7 @@ from pathlib import Path
 from vicreg.config import PredictorConfig, build_config, parse_overrides, plan_config
 from vicreg.training import train
 from vicreg.worldmodel import train_predictor
-from vicreg.worldmodel.planning import METHODS, format_plan_table, plan_run
+from vicreg.worldmodel.plan_command import METHODS, format_plan_table, plan_run
 
 QUICK_RUN = {"data.video.sequences": 24, "data.video.test_sequences": 8, "data.video.length": 8,
              "train.epochs": 1, "train.batch_size": 16, "train.knn_every": 0, "train.diagnostics_samples": 64,

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from vicreg.config import build_config, parse_overrides
+from vicreg.loaded_run import load_run
 from vicreg.plots.style import save_figure
 from vicreg.plots.worldmodel import fig_probe_table
-from vicreg.runs import load_run
 from vicreg.training import train
 from vicreg.worldmodel.probes import probe_report
 from vicreg.worldmodel.sequences import embed_sequences, load_sequences, spread

@@ -205,8 +205,8 @@ def _spawn_train(run_dir, stop_at: int = 0, resume: bool = False) -> None:
 
 @pytest.mark.slow
 def test_a_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one_and_its_knn_is_one_process(tmp_path):
+    from vicreg.loaded_run import evaluate_run
     from vicreg.rundir import load_checkpoint, read_knn, read_metrics, read_summary
-    from vicreg.runs import evaluate_run
 
     _spawn_train(tmp_path / "full")
     _spawn_train(tmp_path / "part", stop_at=13)  # mid-epoch (21 steps an epoch), asked of rank 1 only

@@ -14,7 +14,7 @@ from vicreg.cli import main
 from vicreg.config import build_config
 from vicreg.encoder import EXPORT_JSON, EXPORT_ONNX, EXPORT_WEIGHTS, export_encoder, load_encoder
 from vicreg.image_ops import resize_images
-from vicreg.runs import load_run
+from vicreg.loaded_run import load_run
 from vicreg.training import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -13,7 +13,8 @@ from vicreg.config import ConfigError, PlanConfig, PredictorConfig, VideoConfig,
 from vicreg.data.sprites import generate_sprites
 from vicreg.training import train
 from vicreg.worldmodel import train_predictor
-from vicreg.worldmodel.control import (
+from vicreg.worldmodel.action_search import PLANNERS, plan
+from vicreg.worldmodel.closed_loop import (
     OracleController,
     RandomController,
     open_loop_path,
@@ -22,8 +23,7 @@ from vicreg.worldmodel.control import (
     simulator_cost,
 )
 from vicreg.worldmodel.env import SpriteEnv
-from vicreg.worldmodel.planners import PLANNERS, plan
-from vicreg.worldmodel.planning import format_plan_table, pixel_embedding, plan_run
+from vicreg.worldmodel.plan_command import format_plan_table, pixel_embedding, plan_run
 
 VIDEO = VideoConfig(sequences=4, test_sequences=4, length=12, canvas=32, sprite_size=12, distractors=3,
                     controlled=True, push_p=0.5)
@@ -139,7 +139,7 @@ class Weighted(nn.Module):
 
 
 def test_the_model_controller_feeds_the_observed_pushes_before_the_candidates():
-    from vicreg.worldmodel.control import ModelController
+    from vicreg.worldmodel.closed_loop import ModelController
     from vicreg.worldmodel.predictor import EmbeddingNorm
 
     model = Weighted()

@@ -7,8 +7,8 @@ import torch
 
 from vicreg.cli import main
 from vicreg.config import PredictorConfig, build_config
+from vicreg.loaded_run import load_run
 from vicreg.rundir import load_checkpoint
-from vicreg.runs import load_run
 from vicreg.training import train
 from vicreg.worldmodel import (
     embed_sequences,

@@ -19,9 +19,9 @@ _LAZY = {
     "build_model": ("vicreg.models", "build_model"), "VICReg": ("vicreg.models", "VICReg"),
     "load_encoder": ("vicreg.encoder", "load_encoder"), "export_encoder": ("vicreg.encoder", "export_encoder"),
     "Encoder": ("vicreg.encoder", "Encoder"), "Preprocess": ("vicreg.encoder", "Preprocess"),
-    "load_run": ("vicreg.runs", "load_run"), "evaluate_run": ("vicreg.runs", "evaluate_run"),
-    "load_world_model": ("vicreg.worldmodel.planning", "load_world_model"),
-    "plan_pushes": ("vicreg.worldmodel.planning", "plan_pushes"), "PlanConfig": ("vicreg.config", "PlanConfig"),
+    "load_run": ("vicreg.loaded_run", "load_run"), "evaluate_run": ("vicreg.loaded_run", "evaluate_run"),
+    "load_world_model": ("vicreg.worldmodel.plan_command", "load_world_model"),
+    "plan_pushes": ("vicreg.worldmodel.plan_command", "plan_pushes"), "PlanConfig": ("vicreg.config", "PlanConfig"),
 }
 
 

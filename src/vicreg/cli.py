@@ -185,7 +185,7 @@ def _add_world_model_commands(sub) -> None:
 
 
 def _add_plan_command(sub) -> None:
-    from .worldmodel.planning import METHODS
+    from .worldmodel.plan_command import METHODS
 
     pp = sub.add_parser("plan", help="plan pushes toward goal frames with the world model, closed loop",
                         description="On a fixed, seeded set of episodes in the sprite simulator (a moving digit, "
@@ -301,7 +301,7 @@ def _print_result(result) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .runs import evaluate_run, format_eval_table
+    from .loaded_run import evaluate_run, format_eval_table
 
     print(f"evaluating {args.run_dir} (k-NN k={', '.join(map(str, args.k))}, linear probe {args.probe_epochs} epochs)")
     report = evaluate_run(args.run_dir, device=args.device, ks=tuple(args.k), temperature=args.temperature,
@@ -312,8 +312,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_plot(args) -> int:
+    from .loaded_run import embed_run
     from .plots import plot_run
-    from .runs import embed_run
 
     arrays = embed_run(args.run_dir, "test", device=args.device)
     paths = plot_run(args.run_dir, outputs=arrays, class_names=[str(c) for c in arrays["classes"]], out_dir=args.out,
@@ -341,7 +341,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_embed(args) -> int:
-    from .runs import embed_run, save_embeddings
+    from .loaded_run import embed_run, save_embeddings
 
     if not args.output.endswith((".npz", ".parquet")):
         raise ValueError(f"-o {args.output!r} must end in .npz or .parquet")
@@ -380,7 +380,7 @@ def _cmd_train_predictor(args, extra: list[str]) -> int:
 
 def _cmd_plan(args, extra: list[str]) -> int:
     from .config import plan_config
-    from .worldmodel.planning import format_plan_table, plan_run
+    from .worldmodel.plan_command import format_plan_table, plan_run
 
     cfg = plan_config({k.removeprefix("plan."): v for k, v in parse_overrides(extra).items()})
     report = plan_run(args.run_dir, cfg, methods=args.methods, horizons=tuple(args.horizons))

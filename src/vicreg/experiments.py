@@ -269,8 +269,8 @@ def run_experiment(experiment: Experiment, dataset: str = "digits", overrides: d
                    echo: Callable[[str], None] = print) -> ExperimentResult:
     """Train (or reuse) every run of the experiment, evaluate and plot each, and write the comparison report."""
     from . import plots
+    from .loaded_run import embed_run, evaluate_run, load_run
     from .report import write_report
-    from .runs import embed_run, evaluate_run, load_run
 
     overrides = dict(overrides or {})
     if device is not None:

@@ -20,7 +20,7 @@ The world model's figures (roll-outs, probes, planning) are in :mod:`vicreg.plot
 
 from .compare import fig_compare_embeddings, fig_compare_knn, fig_compare_loss, fig_compare_spectra
 from .embeddings import fig_scatter2d, fig_tsne, tsne_2d
-from .run import plot_run
+from .run_figures import plot_run
 from .style import save_figure
 from .training import (
     effective_window,

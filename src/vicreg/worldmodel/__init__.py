@@ -8,17 +8,17 @@
 
 Modules, in the order a run uses them:
 
-``sequences``  the sequences the encoder run saw, made again (seeded) with their labels, and their embeddings
-``predictor``  the predictors (MLP, transformer) on standardised embeddings, and their input checks
-``fit``        training a predictor on embeddings; saving and loading it; the joint-training loss
-``joint``      training the predictor and the encoder together (predictor.joint)
-``rollout``    autoregressive roll-outs, the next = last and linear baselines, errors per horizon
-``probes``     linear-probe R^2 of positions, velocities and distractors, from embeddings and raw pixels
-``env``        planning episodes in the sprite simulator (the training data's physics and drawing)
-``planners``   the searches: cross-entropy method, MPPI, gradient descent through the roll-out
-``control``    the costs, the controllers (world model, oracle, random) and the closed loop
-``run``        the two commands on a run directory: ``train_predictor`` and ``evaluate_predictor``
-``planning``   ``vicreg plan``: the world model against a pixel-space one, an oracle and random pushes
+``sequences``           the sequences the encoder run saw, made again (seeded) with their labels, and their embeddings
+``predictor``           the predictors (MLP, transformer) on standardised embeddings, and their input checks
+``fit``                 training a predictor on embeddings; saving and loading it; the joint-training loss
+``joint``               training the predictor and the encoder together (predictor.joint)
+``rollout``             autoregressive roll-outs, the next = last and linear baselines, errors per horizon
+``probes``              linear-probe R^2 of positions, velocities and distractors, from embeddings and raw pixels
+``env``                 planning episodes in the sprite simulator (the training data's physics and drawing)
+``action_search``       the searches over actions: cross-entropy method, MPPI, gradient descent
+``closed_loop``         the costs, the controllers (world model, oracle, random) and the closed loop
+``predictor_commands``  ``vicreg train-predictor`` and ``vicreg eval-predictor`` on a run directory
+``plan_command``        ``vicreg plan``: the world model against a pixel-space one, an oracle and random pushes
 
 Their pictures are drawn by :mod:`vicreg.plots.worldmodel`.
 
@@ -36,11 +36,11 @@ success_horizon.png.
 """
 
 from .fit import FitResult, fit_predictor, load_predictor, prediction_loss, save_predictor
-from .planning import WorldModel, load_world_model, plan_pushes, plan_run
+from .plan_command import WorldModel, load_world_model, plan_pushes, plan_run
 from .predictor import EmbeddingNorm, MLPPredictor, TransformerPredictor, build_predictor
+from .predictor_commands import evaluate_predictor, format_rollout_table, load_predictor_config, train_predictor
 from .probes import probe_report
 from .rollout import baseline_last, baseline_linear, rollout, rollout_errors
-from .run import evaluate_predictor, format_rollout_table, load_predictor_config, train_predictor
 from .sequences import embed_sequences, load_sequences
 
 __all__ = [

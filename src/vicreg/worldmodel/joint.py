@@ -12,7 +12,7 @@ from torch import Tensor
 from ..config import PredictorConfig
 from ..data.video import Sequences
 from ..image_ops import resize_images
-from ..runs import LoadedRun
+from ..loaded_run import LoadedRun
 from ..schedule import warmup_cosine
 from .fit import FitResult, prediction_loss
 from .predictor import EmbeddingNorm, build_predictor

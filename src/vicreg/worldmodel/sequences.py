@@ -12,8 +12,8 @@ from ..config import Config, PredictorConfig
 from ..data.sprites import generate_sprites
 from ..data.video import Sequences, load_moving_mnist
 from ..evaluate import extract_outputs
+from ..loaded_run import LoadedRun
 from ..rundir import read_config
-from ..runs import LoadedRun
 
 __all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_frames", "embed_sequences", "actions_of",
            "spread"]

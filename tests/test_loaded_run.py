@@ -7,7 +7,7 @@ import pytest
 
 from vicreg.cli import main
 from vicreg.config import build_config
-from vicreg.runs import embed_run, evaluate_run, format_eval_table, load_run, save_embeddings
+from vicreg.loaded_run import embed_run, evaluate_run, format_eval_table, load_run, save_embeddings
 from vicreg.training import train
 
 

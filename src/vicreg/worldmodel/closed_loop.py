@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from ..config import PlanConfig, config_to_dict, plan_config
 from ..data.sprites import push_and_move
+from .action_search import Cost, plan
 from .env import SpriteEnv
-from .planners import Cost, plan
 from .predictor import EmbeddingNorm
 
 __all__ = ["Outcome", "rollout_cost", "simulator_cost", "ModelController", "OracleController", "RandomController",

@@ -13,10 +13,10 @@ import torch
 from torch import Tensor
 
 from ..config import PredictorConfig, predictor_config, save_yaml
+from ..loaded_run import LoadedRun, load_run
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_predicted_frames, fig_probe_table, fig_rollout_errors
 from ..rundir import CONFIG, EVAL, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_HISTORY, PREDICTOR_WEIGHTS, write_json
-from ..runs import LoadedRun, load_run
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .joint import fit_joint
 from .probes import probe_report

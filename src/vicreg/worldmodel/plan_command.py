@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import PlanConfig, config_to_dict, plan_config, save_yaml
+from ..loaded_run import LoadedRun
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_success_horizon, fig_trajectories
 from ..rundir import CONFIG, PIXEL_PREDICTOR, PLAN, PLAN_REPORT, PREDICTOR, write_json
-from ..runs import LoadedRun
-from .control import ModelController, OracleController, Outcome, RandomController, run_episodes
+from .closed_loop import ModelController, OracleController, Outcome, RandomController, run_episodes
 from .env import SpriteEnv
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
-from .run import load_run_with_predictor
+from .predictor_commands import load_run_with_predictor
 from .sequences import actions_of, check_video_run, embed_frames, load_sequences
 
 __all__ = ["METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding",
