@@ -27,27 +27,27 @@ def test_bad_input_is_one_line_on_stderr(argv, message, capsys):
 
 
 def test_in_a_job_rank_0_says_what_every_rank_shares_and_the_others_only_their_own(monkeypatch, capsys):
-    from vicreg.cli import _report
+    from vicreg.cli import report_error
     from vicreg.config import ConfigError
     from vicreg.errors import FollowedRank0, JobStopped, NodeConfigError
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     # every rank has these: rank 0 says them, the others exit with 0 so that torchrun waits for rank 0
-    assert _report(ConfigError("train.batch_size=7 is not valid with 2 processes"), 2) == 0
-    assert _report(FollowedRank0("stopped with rank 0, which found a failing loss"), 1) == 0
-    assert _report(NodeConfigError("4 processes on a node with 2 GPU(s)"), 1) == 0  # local rank 0 says it
+    assert report_error(ConfigError("train.batch_size=7 is not valid with 2 processes"), 2) == 0
+    assert report_error(FollowedRank0("stopped with rank 0, which found a failing loss"), 1) == 0
+    assert report_error(NodeConfigError("4 processes on a node with 2 GPU(s)"), 1) == 0  # local rank 0 says it
     assert capsys.readouterr().err == ""
-    assert _report(FileNotFoundError("no such file: /data/x"), 1) == 1  # this rank's own problem
-    assert _report(JobStopped("rank 1: the job stopped (...)"), 1) == 1  # already names its rank
+    assert report_error(FileNotFoundError("no such file: /data/x"), 1) == 1  # this rank's own problem
+    assert report_error(JobStopped("rank 1: the job stopped (...)"), 1) == 1  # already names its rank
     assert capsys.readouterr().err.splitlines() == ["vicreg: error: rank 1: no such file: /data/x",
                                                     "vicreg: error: rank 1: the job stopped (...)"]
     monkeypatch.setenv("RANK", "9")  # local rank 0 of another node
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert _report(NodeConfigError("4 processes on a node with 2 GPU(s)"), 1) == 1
+    assert report_error(NodeConfigError("4 processes on a node with 2 GPU(s)"), 1) == 1
     assert capsys.readouterr().err == "vicreg: error: rank 9: 4 processes on a node with 2 GPU(s)\n"
     monkeypatch.setenv("RANK", "0")
-    assert _report(ConfigError("train.batch_size=7 is not valid with 2 processes"), 2) == 2
+    assert report_error(ConfigError("train.batch_size=7 is not valid with 2 processes"), 2) == 2
     assert capsys.readouterr().err == "vicreg: error: train.batch_size=7 is not valid with 2 processes\n"
 
 

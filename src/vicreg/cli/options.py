@@ -1,0 +1,58 @@
+"""The pieces every command's options share: the parser whose errors are one line, and the argument types that
+check a value where it is given (an integer >= n, a number > 0, a device)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..config import DEVICE_PATTERN, config_to_dict
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``vicreg: error: ...``), like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"vicreg: error: {message} (see `{self.prog} --help`)\n")
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= low."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not valid: expected an integer >= {low}")
+        return value
+
+    return integer
+
+
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not valid: expected a number > 0")
+    return value
+
+
+def device(text: str) -> str:
+    if re.fullmatch(DEVICE_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected auto, cpu, cuda, cuda:N (N a GPU index) "
+                                         f"or mps")
+    return text
+
+
+def add_device(parser: argparse.ArgumentParser, what: str = "auto, cpu or cuda[:N]") -> None:
+    """The --device option of a command."""
+    parser.add_argument("--device", type=device, default="auto", help=f"{what} (default auto)")
+
+
+def defaults(cfg) -> str:
+    """'key=value, ...' of a config dataclass's fields: its defaults, for a command's description."""
+    return ", ".join(f"{k}={v}" for k, v in config_to_dict(cfg).items())
