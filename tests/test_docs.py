@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 300
 
@@ -164,3 +166,38 @@ def test_the_checker_finds_every_kind_of_broken_link(tmp_path):
     assert all(":8:" in p or ":9:" in p for p in problems), "\n".join(problems)
     for name in ("missing.md", "missing.png", "gone.png", "#nope", "#twice-2"):
         assert any(name in p for p in problems), (name, problems)
+
+
+def _architecture_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("architecture", ROOT / "tools" / "architecture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_architecture_page_is_what_the_tree_gives():
+    tool = _architecture_tool()
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    assert page == tool.render(), "docs/architecture.md is stale: run python tools/architecture.py"
+    for path in sorted((ROOT / "src" / "vicreg").rglob("*.py")):  # every module is on the page, by name
+        assert f"| `{tool.module_name(path, ROOT / 'src' / 'vicreg')}` |" in page
+
+
+def test_the_architecture_page_says_what_each_module_holds(tmp_path):
+    tool = _architecture_tool()
+    pkg = tmp_path / "vicreg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""The package."""\n')
+    (pkg / "a.py").write_text('"""Holds the ``a`` things: see :func:`f`. More detail here."""\n')
+    (pkg / "sub" / "__init__.py").write_text('"""A sub-package."""\nfrom .b import g\n')
+    (pkg / "sub" / "b.py").write_text('"""The b module | with a bar.\n\nDetails."""\nfrom ..a import f\n')
+    page = tool.render(pkg)
+    assert "| 0 | `vicreg.a` | 1 | - | Holds the `a` things: see `f`. |" in page
+    assert "| 1 | `vicreg.sub.b` | 4 | `a` | The b module \\| with a bar. |" in page
+    assert "| 2 | `vicreg.sub` | 2 | `sub.b` | A sub-package. |" in page
+    assert "## `vicreg.sub` (package)" in page
+    (pkg / "c.py").write_text("x = 1\n")
+    with pytest.raises(SystemExit, match="c.py has no docstring"):
+        tool.render(pkg)

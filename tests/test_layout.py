@@ -73,3 +73,17 @@ def test_no_function_is_longer_than_80_lines_without_a_reason(tmp_path):
     reasoned = f"def g():\n    # long: a table of {MAX_FUNCTION_LINES} rows\n{body}\n"
     pkg = _write_package(tmp_path, {"long.py": f"def f():\n{body}\n", "reasoned.py": reasoned})
     assert _long_functions(pkg) == [f"long.py:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
+
+
+MAX_MODULE_LINES = 400  # a module a reader can hold in mind; split by job beyond that
+
+
+def _long_modules(root: Path) -> list[str]:
+    return [f"{p.relative_to(root)} ({n} lines)" for p in sorted(root.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+
+
+def test_no_module_is_longer_than_400_lines(tmp_path):
+    assert _long_modules(PACKAGE) == []
+    pkg = _write_package(tmp_path, {"big.py": "x = 1\n" * (MAX_MODULE_LINES + 1), "ok.py": "x = 1\n" * 400})
+    assert _long_modules(pkg) == [f"big.py ({MAX_MODULE_LINES + 1} lines)"]

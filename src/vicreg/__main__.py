@@ -1,3 +1,5 @@
+"""``python -m vicreg``: the ``vicreg`` command."""
+
 import sys
 
 from .cli import main

@@ -1,4 +1,4 @@
-"""Presets and augmentation recipes: plain data, merged over the dataclass defaults of config.py.
+"""Presets and augmentation recipes: plain data, merged over the dataclass defaults of vicreg.config.
 
 A preset is a partial config (nested dict). ``vicreg train --preset NAME`` starts from it; any field can
 still be overridden (``--train.epochs 10``). Nothing here is code: a new preset is a new dict.
