@@ -87,3 +87,39 @@ def test_no_module_is_longer_than_400_lines(tmp_path):
     assert _long_modules(PACKAGE) == []
     pkg = _write_package(tmp_path, {"big.py": "x = 1\n" * (MAX_MODULE_LINES + 1), "ok.py": "x = 1\n" * 400})
     assert _long_modules(pkg) == [f"big.py ({MAX_MODULE_LINES + 1} lines)"]
+
+
+def _call_walk_tool():
+    spec = importlib.util.spec_from_file_location("call_walk", ROOT / "tools" / "call_walk.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_the_walk_counts_rooms_and_the_calls_that_come_back_to_a_room_left(tmp_path, monkeypatch):
+    pkg = tmp_path / "walkpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text(
+        "from . import b\n"
+        "def entry():\n    b.build()\n    b.untraced()\n    b.again()\n"
+        "def helper():\n    return 1\n")
+    (pkg / "b.py").write_text(
+        "from . import c\n"
+        "def build():\n    c.f()\n    c.f()\n"  # c left, then entered by a new call: one return
+        "def untraced():\n    c.f()\n"
+        "def again():\n    return 2\n")
+    (pkg / "c.py").write_text("def f():\n    from . import a\n    return a.helper()\n")  # a is on the stack
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a = importlib.import_module("walkpkg.a")
+    rooms, reentries = _call_walk_tool().walk("walkpkg.a", "entry", {"build", "again"}, a.entry, package="walkpkg")
+    assert rooms == ["walkpkg.a", "walkpkg.b", "walkpkg.c", "walkpkg.a", "walkpkg.c", "walkpkg.b", "walkpkg.c",
+                     "walkpkg.a", "walkpkg.c", "walkpkg.b", "walkpkg.a", "walkpkg.b", "walkpkg.a"]
+    assert reentries == 2  # b.build's second call of c, and a.entry's call of b.again after b was left
+
+
+def test_set_up_builds_the_step_in_one_call_that_never_comes_back_to_a_room_it_left(capsys):
+    assert _call_walk_tool().main([]) == 0
+    walk, summary = capsys.readouterr().out.splitlines()
+    assert walk.startswith("training.setup -> step") and walk.endswith("-> training.setup")
+    assert summary.endswith(", 0 returns to a room already left")
