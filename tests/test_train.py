@@ -152,7 +152,7 @@ def test_diverging_run_stops_with_a_clear_error(tmp_path):
 @pytest.mark.parametrize("minutes", [0.0, 1e-9])
 def test_checkpoints_after_the_first_epoch_and_by_time_between_epochs(tmp_path, minutes):
     cfg = tiny(tmp_path, **{"train.epochs": 3, "train.checkpoint_every": 10, "train.knn_every": 0,
-                            "train.checkpoint_minutes": minutes})
+                            "train.checkpoint_minutes": minutes, "data.limit_train": 640})  # 10 steps an epoch
     run, seen = tmp_path / f"run{minutes}", set()
 
     def look(step):
@@ -161,9 +161,9 @@ def test_checkpoints_after_the_first_epoch_and_by_time_between_epochs(tmp_path, 
 
     train(cfg, run_dir=run, on_step=look, echo=lambda m: None)
     if minutes == 0:
-        assert seen == {21}  # the first epoch's, though checkpoint_every is 10 (and the last, after the hook)
+        assert seen == {10}  # the first epoch's, though checkpoint_every is 10 (and the last, after the hook)
     else:  # due after every step: saved after the step that follows (one poll late in a job; here at once)
-        assert seen == set(range(1, 63))
+        assert seen == set(range(1, 30))
 
 
 @pytest.mark.parametrize("from_step,saved", [(25, 21), (5, None)])
@@ -198,11 +198,12 @@ def test_a_loss_blow_up_stops_the_run_before_the_next_checkpoint_and_says_so_in_
 def test_small_images_are_resized_for_the_backbone_and_said_once(tmp_path):
     cfg = tiny(tmp_path, **{"data.image_size": None, "model.backbone": "vgg16", "model.head": "seed",
                             "model.head_widths": [16, 8], "model.embedding_dim": 2, "model.freeze_backbone": True,
-                            "train.epochs": 1, "model.expander": [8, 8]})
+                            "train.epochs": 1, "model.expander": [8, 8], "data.limit_train": 192,
+                            "data.limit_test": 64, "train.knn_k": [5]})
     lines = []
     result = train(cfg, run_dir=tmp_path / "seed", echo=lines.append)
     assert sum("resizing 8x8 images to 32x32" in line for line in lines) == 1
-    assert result.step == 1347 // 64
+    assert result.step == 192 // 64
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@
     vicreg eval RUN_DIR                       k-NN and linear probe per feature level -> RUN_DIR/eval.json
     vicreg plot RUN_DIR                       loss curves, k-NN, spectrum, t-SNE / 2-D scatter -> RUN_DIR/plots
     vicreg embed RUN_DIR -o test.npz          representation, embedding, projection and labels (.npz/.parquet)
+    vicreg export RUN_DIR [--format onnx]     the encoder as safetensors + JSON (and ONNX) -> RUN_DIR/export
     vicreg experiment collapse                rerun a write-up experiment (collapse, weights, dims,
                                               seed-vs-resnet) and write a Markdown + HTML report
     vicreg experiment sweep --set loss.nu=0,1,25   sweep any config field(s)

@@ -199,8 +199,8 @@ class PredictorConfig:
 
 @dataclass
 class PlanConfig:
-    """Planning toward a goal frame with the world model (vicreg.worldmodel.plan, ``vicreg plan``): model-
-    predictive control over the predictor's roll-outs, executed closed loop in the sprite simulator."""
+    """Planning toward a goal frame with the world model (vicreg.worldmodel.plan_command, ``vicreg plan``):
+    model-predictive control over the predictor's roll-outs, executed closed loop in the sprite simulator."""
 
     planner: Literal["cem", "mppi", "gd"] = "cem"  # cross-entropy method, MPPI, or gradient descent on actions
     horizon: int = 4  # pushes planned ahead (steps of the predictor's roll-out)

@@ -47,9 +47,10 @@ With no ``data_dir``, the default cache ``~/.cache/vicreg/data`` is searched as 
 downloaded once is found again.
 
 Modules: ``dataset`` (the :class:`Split` and :class:`ImageDataset` containers), ``download`` (where files are
-looked for, torchvision downloads), ``images`` (digits, MNIST, Fashion-MNIST, CIFAR, STL-10), ``folder``
-(an image folder), ``video`` (sprites, Moving MNIST), ``registry`` (name -> loader, :func:`load_dataset`),
-``batches`` (:class:`Batches` on the device).
+looked for, torchvision downloads), ``images`` (digits, MNIST, Fashion-MNIST, CIFAR, STL-10), ``safe_unpickle``
+(CIFAR's restricted unpickler), ``folder`` (an image folder), ``sprites`` (the moving-sprite simulator and
+generator), ``video`` (the sequences container, Moving MNIST, sequences as an image dataset), ``registry``
+(name -> loader, :func:`load_dataset`), ``batches`` (:class:`Batches` on the device).
 """
 
 from .batches import Batches, epoch_permutation

@@ -56,7 +56,7 @@ DIGIT_CLASSES = [str(i) for i in range(10)]  # as vicreg.data.images.load_digits
 
 
 def _check_video(cfg: VideoConfig) -> None:
-    """The few invariants the generator relies on (full range checks: vicreg.config.validate)."""
+    """The few invariants the generator relies on (full range checks: vicreg.config.checks.validate)."""
     if cfg.sprites not in SPRITE_SOURCES:
         raise ValueError(f"sprites={cfg.sprites!r} is not valid: expected one of {', '.join(SPRITE_SOURCES)}")
     if not cfg.canvas > cfg.sprite_size >= 1:

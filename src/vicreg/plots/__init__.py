@@ -14,7 +14,7 @@ so there is no global figure registry to leak into and nothing to close: a figur
 Saving goes through matplotlib's Agg (PNG) and SVG canvases; no display is needed.
 
 Modules: ``style`` (figures, axes, colours, saving), ``training`` (one run's curves and diagnostics),
-``embeddings`` (t-SNE and scatter plots), ``compare`` (several runs side by side), ``run`` (``plot_run``).
+``embeddings`` (t-SNE and scatter plots), ``compare`` (several runs side by side), ``run_figures`` (``plot_run``).
 The world model's figures (roll-outs, probes, planning) are in :mod:`vicreg.plots.worldmodel`.
 """
 

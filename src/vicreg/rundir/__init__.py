@@ -12,8 +12,10 @@ A run directory holds::
     checkpoint.pt      model, optimiser, scheduler, step and RNG states (written atomically)
     summary.json       final k-NN accuracies (learned and raw pixels), time, images/s, compilation
     log.txt            what was printed
+    run.lock           present while a run trains: its host and pid (``lock``)
     eval.json, plots/  written by ``vicreg eval`` and ``vicreg plot``
     predictor/         the world model's predictor (vicreg.worldmodel): config.yaml, checkpoint, history, eval
+    plan/              ``vicreg plan``'s settings, results and pixel baseline (vicreg.worldmodel.plan_command)
 
 Runs written before ``run.json`` existed have the same layout: they read as format 1.
 
