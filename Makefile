@@ -3,6 +3,7 @@
 # make test  : create .venv, install vicreg with test extras, run the whole test suite (what CI runs)
 # make test-fast : the suite without the tests marked slow (compilation, end-to-end runs): for working
 # make lint  : ruff (lint + import order) and the import-circle check (tools/import_graph.py)
+# make docs  : regenerate docs/architecture.md from the modules' docstrings (a test fails when it is stale)
 # make gpu-check : on a machine with a GPU and torch installed: CUDA tests, throughput, time to accuracy
 #                  -> gpu_check.json (5-10 minutes; uses $(PYTHON) as it is, no venv, no downloads)
 PYTHON ?= python3
@@ -10,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint gpu-check clean
+.PHONY: install demo test test-fast lint docs gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python tools/import_graph.py --quiet
+
+docs: $(STAMP)
+	$(BIN)/python tools/architecture.py
 
 gpu-check:  # runs from the checkout (its scripts put src/ on the path); installing is a convenience
 	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . || echo "note: vicreg not installed; running from src/"

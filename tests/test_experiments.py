@@ -66,7 +66,8 @@ def test_bad_values_name_the_run_and_the_field(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_end_to_end_writes_a_report_listing_every_run(tmp_path, capsys):
-    argv = ["experiment", "sweep", "--set", "loss.nu=0,1", "--out", str(tmp_path), "--probe-epochs", "2", *TINY]
+    argv = ["experiment", "sweep", "--set", "loss.nu=0,1", "--out", str(tmp_path), "--probe-epochs", "2", *TINY,
+            "--data.limit_train", "384", "--data.limit_test", "160"]  # 6 steps a run; t-SNE of 160 points
     assert main(argv) == 0
     folder = tmp_path / "sweep-digits"
     md = (folder / "report.md").read_text()
