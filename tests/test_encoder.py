@@ -84,7 +84,8 @@ def test_onnx_export_runs_in_onnxruntime_like_pytorch(run_dir, tmp_path, backbon
     source = run_dir
     if backbone != "small_cnn":  # a ResNet of random weights, as a run directory with a checkpoint
         cfg = build_config("demo", {"train.device": "cpu", "train.epochs": 1, "train.batch_size": 64,
-                                    "data.limit_train": 128, "data.limit_test": 64, "model.backbone": backbone, "train.progress": False,
+                                    "data.limit_train": 128, "data.limit_test": 64, "model.backbone": backbone,
+                                    "train.progress": False,
                                     "train.knn_every": 0, "train.knn_k": [5], "train.diagnostics_samples": 64,
                                     "model.expander": [32, 32], "train.out_dir": str(tmp_path)})
         source = train(cfg, run_dir=tmp_path / "resnet", echo=lambda m: None).run_dir

@@ -265,3 +265,13 @@ def test_compiled_run_resumes_bit_identically_and_counts_compilation_apart(tmp_p
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part")
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def test_vicreg_fit_still_trains_for_one_release_and_says_it_is_now_vicreg_train():
+    import vicreg
+
+    with pytest.warns(DeprecationWarning, match=r"vicreg.fit is now vicreg.train; vicreg.fit goes in the next release"):
+        fit = vicreg.fit
+    assert fit is vicreg.train and "fit" not in vicreg.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'fitt'"):
+        vicreg.fitt  # noqa: B018

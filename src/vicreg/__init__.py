@@ -25,7 +25,17 @@ _LAZY = {
 }
 
 
+# Documented names that moved: they still work, with a DeprecationWarning, for one release (0.1.x), then go.
+_MOVED = {"fit": "train"}  # vicreg.fit was the trainer's name in 0.1.0's README
+
+
 def __getattr__(name: str):
+    if name in _MOVED:
+        import warnings
+
+        warnings.warn(f"vicreg.{name} is now vicreg.{_MOVED[name]}; vicreg.{name} goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        name = _MOVED[name]
     if name in _LAZY:
         import importlib
 
