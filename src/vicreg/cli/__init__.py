@@ -35,7 +35,7 @@ from .experiment_command import add_experiment_command
 from .options import OneLineParser
 from .train_commands import add_train_commands
 from .trained_run_commands import add_trained_run_commands
-from .world_model_commands import add_plan_command, add_world_model_commands
+from .world_model_commands import add_world_model_commands
 
 __all__ = ["build_parser", "main", "report_error"]
 
@@ -49,7 +49,6 @@ def build_parser() -> OneLineParser:
     add_train_commands(sub)
     add_trained_run_commands(sub)
     add_world_model_commands(sub)
-    add_plan_command(sub)
     add_experiment_command(sub)
     return parser
 

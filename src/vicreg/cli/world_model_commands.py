@@ -10,7 +10,7 @@ from .options import add_device, at_least, defaults
 
 
 def add_world_model_commands(sub) -> None:
-    """train-predictor and eval-predictor."""
+    """train-predictor, eval-predictor and plan."""
     tp = sub.add_parser("train-predictor", help="train the JEPA predictor on a video run's frozen embeddings",
                         description="Embed every frame of the run's video sequences (data.dataset sprites or "
                         "moving-mnist) with its encoder and train a predictor of the next frame's embedding from "
@@ -36,11 +36,10 @@ def add_world_model_commands(sub) -> None:
                     help="training frames (whole sequences, evenly spread) that train the probes (default 3200)")
     add_device(ep)
     ep.set_defaults(handler=eval_predictor_command)
+    _add_plan_command(sub)
 
 
-
-
-def add_plan_command(sub) -> None:
+def _add_plan_command(sub) -> None:
     from ..worldmodel.plan_command import METHODS
 
     pp = sub.add_parser("plan", help="plan pushes toward goal frames with the world model, closed loop",

@@ -14,7 +14,6 @@ class ConfigError(ValueError):
     """A bad configuration key or value; the message is one line meant for the user."""
 
 
-
 @dataclass
 class ViewAugment:
     """Random augmentation of one view. Every sample of a batch draws its own parameters.

@@ -74,8 +74,6 @@ class Sequences:
         return self.frames.reshape(n * t, c, h, w)
 
 
-
-
 def check_split(split: str) -> None:
     """One line when ``split`` is neither train nor test."""
     if split not in SPLITS:
