@@ -1,0 +1,122 @@
+"""A Gymnasium environment seen as the world model sees it: RGB frames in, continuous actions out, and its true
+state where it exposes one. Opening one checks, in one line each, that the id exists, that an observation holds an
+RGB image and that actions are a Box; rendering is headless (pygame's dummy video driver)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from .specs import EnvSpec, spec_of
+
+__all__ = ["PixelEnv", "open_env"]
+
+IMAGE_KEYS = ("pixels", "image", "rgb", "observation")  # dict observations: these keys are looked at first
+
+
+def _gymnasium():
+    try:
+        import gymnasium
+    except ImportError:
+        raise ValueError("environments need gymnasium: pip install 'vicreg[envs]' (it brings gym-pusht, "
+                         "Push-T)") from None
+    return gymnasium
+
+
+def _import_namespace(env_id: str) -> None:
+    """Import the package that registers a namespaced id ("gym_pusht/PushT-v0" -> gym_pusht; vicreg's own)."""
+    namespace = env_id.split("/", 1)[0] if "/" in env_id else None
+    if namespace == "vicreg":
+        importlib.import_module("vicreg.envs.sprites")
+    elif namespace:
+        try:
+            importlib.import_module(namespace)
+        except ImportError:
+            pass  # gymnasium says the id is unknown, below
+
+
+def _is_image(space) -> bool:
+    shape = getattr(space, "shape", None)
+    return (type(space).__name__ == "Box" and np.dtype(space.dtype) == np.uint8 and shape is not None
+            and len(shape) == 3 and shape[2] == 3)
+
+
+def image_key(env_id: str, space) -> str | None:
+    """None when the observation is the image itself; else the dict key that holds it. ValueError when none does."""
+    if _is_image(space):
+        return None
+    spaces = getattr(space, "spaces", None)
+    if isinstance(spaces, dict):
+        for key in sorted(spaces, key=lambda k: (k not in IMAGE_KEYS, k)):
+            if _is_image(spaces[key]):
+                return key
+    raise ValueError(f"environment {env_id!r} has no image observation (its observation space is {space}): the "
+                     f"world model needs RGB frames, uint8 (H, W, 3), or a dict holding them")
+
+
+class PixelEnv:
+    """One environment: ``reset(seed, state=None) -> (frame, state)`` and ``step(action) -> (frame, state, done)``.
+
+    ``frame`` is uint8 (H, W, 3); ``state`` a float64 vector (the spec's ``state_keys`` of ``info``) or None where
+    the environment exposes none. ``reset(state=...)`` puts the environment in a given state where it takes
+    ``options={"reset_to_state": state}`` (Push-T does). ``done`` is Gymnasium's terminated or truncated.
+    """
+
+    def __init__(self, env_id: str, env, spec: EnvSpec):
+        self.env_id, self.env, self.spec = env_id, env, spec
+        self.key = image_key(env_id, env.observation_space)
+        self.frame_shape = tuple(env.observation_space[self.key].shape if self.key else env.observation_space.shape)
+        space = env.action_space
+        self.action_low = np.asarray(space.low, dtype=np.float32).reshape(-1)
+        self.action_high = np.asarray(space.high, dtype=np.float32).reshape(-1)
+
+    def _frame(self, obs) -> np.ndarray:
+        return np.ascontiguousarray(obs if self.key is None else obs[self.key], dtype=np.uint8)
+
+    def _state(self, info: dict) -> np.ndarray | None:
+        if not self.spec.state_keys:
+            return None
+        return np.concatenate([np.asarray(info[k], dtype=np.float64).reshape(-1) for k in self.spec.state_keys])
+
+    def reset(self, seed: int | None = None, state: np.ndarray | None = None):
+        options = None if state is None else {"reset_to_state": np.asarray(state, dtype=np.float64)}
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._frame(obs), self._state(info)
+
+    def step(self, action: np.ndarray):
+        action = np.asarray(action, dtype=np.float32).reshape(self.action_low.shape)
+        obs, _reward, terminated, truncated, info = self.env.step(action)
+        return self._frame(obs), self._state(info), bool(terminated or truncated)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def open_env(env_id: str, max_steps: int | None = None) -> PixelEnv:
+    """``gymnasium.make(env_id)`` with vicreg's settings for it (:mod:`vicreg.envs.specs`), rendering headless,
+    checked: an unknown id, observations without an RGB image or actions that are not a Box end in one line."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (Push-T) draws without a screen
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    gym = _gymnasium()
+    _import_namespace(env_id)
+    spec = spec_of(env_id)
+    kwargs = dict(spec.make_kwargs)
+    if max_steps is not None:
+        kwargs["max_episode_steps"] = max_steps
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as e:
+        known = ", ".join(sorted(i for i in gym.registry if "/" in i)) or "none"
+        raise ValueError(f"unknown environment id {env_id!r} ({str(e).splitlines()[0]}; namespaced ids "
+                         f"registered: {known})") from None
+    if type(env.action_space).__name__ != "Box":
+        env.close()
+        raise ValueError(f"environment {env_id!r} has {env.action_space} actions: the world model plans "
+                         f"continuous actions (a gymnasium Box)")
+    try:
+        return PixelEnv(env_id, env, spec)
+    except ValueError:
+        env.close()
+        raise

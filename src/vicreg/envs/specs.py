@@ -1,0 +1,38 @@
+"""What vicreg knows of an environment beyond what Gymnasium says: plain data, one entry per environment id.
+
+An environment that is not listed works too (any Gymnasium id whose observation is an RGB image, or a dict holding
+one, and whose action space is a Box); an entry adds what the world-model commands use where the environment has
+it: keyword arguments for ``gymnasium.make``, where its true state is in ``info`` (for ``reset_to_state`` and the
+scores), which of the state's entries are the object the agent pushes (the exploration policy aims at it, and the
+share of steps in which it moves is reported), and the exploration policy to collect with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    make_kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make
+    state_keys: tuple[str, ...] = ()  # info entries concatenated into the true state (empty: no state)
+    object_dims: tuple[int, ...] = ()  # entries of the state that are the pushed object's pose
+    object_xy: tuple[int, int] | None = None  # entries of the state that are the object's (x, y)
+    moved_tolerance: float = 1e-2  # an object pose entry changing by more than this in a step: it moved
+    policy: str = "random"  # the exploration policy `vicreg collect` uses by default
+
+
+ENV_SPECS: dict[str, EnvSpec] = {
+    # Push-T (gym-pusht): a pusher (agent) moves a T-shaped block toward a goal pose; 96x96 RGB frames. The state
+    # is what reset_to_state takes: agent x, y, block x, y, angle (pixels of the 512x512 table, radians).
+    "gym_pusht/PushT-v0": EnvSpec(
+        make_kwargs={"obs_type": "pixels_agent_pos", "render_mode": "rgb_array"},
+        state_keys=("pos_agent", "block_pose"), object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints"),
+    # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
+    "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1)),
+}
+
+
+def spec_of(env_id: str) -> EnvSpec:
+    """The entry of ``env_id``, or an empty one (image observations and Box actions are all that is needed)."""
+    return ENV_SPECS.get(env_id, EnvSpec())
