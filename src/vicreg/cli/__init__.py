@@ -20,6 +20,7 @@
     vicreg train-predictor RUN_DIR            the JEPA predictor of the next frame's embedding
     vicreg eval-predictor RUN_DIR             its roll-out errors against baselines, probes, pictures
     vicreg plan RUN_DIR                       plan pushes toward goal frames with it, closed loop in the simulator
+    vicreg collect ENV_ID --episodes N --steps T --out DIR    episodes of a Gymnasium environment (Push-T)
 """
 
 
@@ -31,6 +32,7 @@ import sys
 from .. import __version__
 from ..config import ConfigError
 from ..errors import FollowedRank0, JobStopped, NodeConfigError
+from .collect_command import add_collect_command
 from .experiment_command import add_experiment_command
 from .options import OneLineParser
 from .train_commands import add_train_commands
@@ -48,6 +50,7 @@ def build_parser() -> OneLineParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_commands(sub)
     add_trained_run_commands(sub)
+    add_collect_command(sub)
     add_world_model_commands(sub)
     add_experiment_command(sub)
     return parser

@@ -5,6 +5,7 @@
 ``exploration``  the policies that collect episodes (uniform random; waypoints around the object)
 ``episodes``     collected episodes on disk: the folder's format, writing, reading back checked, statistics
 ``collect``      ``vicreg collect ENV_ID``: episodes by several worker processes, resumable and extendable
+``sprites``      our sprite world as the Gymnasium environment ``vicreg/Sprites-v0``
 
 Push-T comes with ``pip install "vicreg[envs]"`` (gym-pusht, id ``gym_pusht/PushT-v0``).
 """

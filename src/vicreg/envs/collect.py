@@ -111,12 +111,22 @@ def collect(env_id: str, out: Path | str, episodes: int, steps: int, policy: str
 
 def _run_workers(env_id: str, folder: EpisodeFolder, todo: list[int], steps: int, policy: str, seed: int,
                  workers: int) -> None:
-    """Episodes ``todo`` split over ``workers`` processes (fork where the platform has it), with a progress bar;
-    a worker that fails stops the collection with its error (what was written stays and is resumed)."""
+    """Episodes ``todo`` split over ``workers`` processes (one: this process), with a progress bar; a worker that
+    fails stops the collection with its error (what was written stays and is resumed). Workers are spawned, not
+    forked: a process forked after PyTorch ran a parallel operation (the sprite environment does) can hang in its
+    thread pool."""
     from tqdm.auto import tqdm
 
     workers = min(workers, len(todo))
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    if workers == 1:  # in this process: no start-up, and a failure is raised where it happens
+        env = open_env(env_id, max_steps=steps)
+        try:
+            for i in tqdm(todo, desc="episodes", unit="ep", leave=False):
+                folder.write(i, collect_episode(env, steps, policy, seed, i))
+        finally:
+            env.close()
+        return
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(env_id, str(folder.root), todo[w::workers], steps, policy, seed,
                                                 queue), daemon=True) for w in range(workers)]

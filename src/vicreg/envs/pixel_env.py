@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .specs import EnvSpec, spec_of
+from .specs import ENV_SPECS, EnvSpec, spec_of
 
 __all__ = ["PixelEnv", "open_env"]
 
@@ -71,6 +71,7 @@ class PixelEnv:
         space = env.action_space
         self.action_low = np.asarray(space.low, dtype=np.float32).reshape(-1)
         self.action_high = np.asarray(space.high, dtype=np.float32).reshape(-1)
+        self._reset_once = False
 
     def _frame(self, obs) -> np.ndarray:
         return np.ascontiguousarray(obs if self.key is None else obs[self.key], dtype=np.uint8)
@@ -81,8 +82,17 @@ class PixelEnv:
         return np.concatenate([np.asarray(info[k], dtype=np.float64).reshape(-1) for k in self.spec.state_keys])
 
     def reset(self, seed: int | None = None, state: np.ndarray | None = None):
-        options = None if state is None else {"reset_to_state": np.asarray(state, dtype=np.float64)}
+        """A new episode (seeded); with ``state`` (as ``step`` returns it), in that state."""
+        options = None
+        if state is not None:
+            state = np.asarray(state, dtype=np.float64)
+            if self.spec.reset_state is not None:
+                if not self._reset_once:  # the environment's bodies exist from its first reset on
+                    self.env.reset(seed=seed)
+                state = self.spec.reset_state(self.env, state)
+            options = {"reset_to_state": state}
         obs, info = self.env.reset(seed=seed, options=options)
+        self._reset_once = True
         return self._frame(obs), self._state(info)
 
     def step(self, action: np.ndarray):
@@ -108,9 +118,8 @@ def open_env(env_id: str, max_steps: int | None = None) -> PixelEnv:
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:
-        known = ", ".join(sorted(i for i in gym.registry if "/" in i)) or "none"
-        raise ValueError(f"unknown environment id {env_id!r} ({str(e).splitlines()[0]}; namespaced ids "
-                         f"registered: {known})") from None
+        raise ValueError(f"unknown environment id {env_id!r} (gymnasium: {str(e).splitlines()[0]}); with vicreg's "
+                         f"settings: {', '.join(ENV_SPECS)}") from None
     if type(env.action_space).__name__ != "Box":
         env.close()
         raise ValueError(f"environment {env_id!r} has {env.action_space} actions: the world model plans "

@@ -9,7 +9,25 @@ share of steps in which it moves is reported), and the exploration policy to col
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def pusht_reset_state(env, state: np.ndarray) -> np.ndarray:
+    """What Push-T's ``reset_to_state`` must be given to put the block in the pose ``state`` records.
+
+    gym-pusht sets the block's position, then its angle, and pymunk turns a body about its centre of gravity
+    (c, in the block's frame), so the pose read back is not the one given: set (P, a), read P + c - R(a) c. The
+    inverse: give O - c + R(a) c to read back the origin O."""
+    block = env.unwrapped.block
+    c = np.array(block.center_of_gravity, dtype=np.float64)
+    angle = float(state[4])
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    out = np.array(state, dtype=np.float64)
+    out[2:4] = out[2:4] - c + turn @ c
+    return out
 
 
 @dataclass(frozen=True)
@@ -20,6 +38,7 @@ class EnvSpec:
     object_xy: tuple[int, int] | None = None  # entries of the state that are the object's (x, y)
     moved_tolerance: float = 1e-2  # an object pose entry changing by more than this in a step: it moved
     policy: str = "random"  # the exploration policy `vicreg collect` uses by default
+    reset_state: Callable | None = None  # (env, recorded state) -> what reset_to_state must be given; None: as is
 
 
 ENV_SPECS: dict[str, EnvSpec] = {
@@ -27,7 +46,8 @@ ENV_SPECS: dict[str, EnvSpec] = {
     # is what reset_to_state takes: agent x, y, block x, y, angle (pixels of the 512x512 table, radians).
     "gym_pusht/PushT-v0": EnvSpec(
         make_kwargs={"obs_type": "pixels_agent_pos", "render_mode": "rgb_array"},
-        state_keys=("pos_agent", "block_pose"), object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints"),
+        state_keys=("pos_agent", "block_pose"), object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints",
+        reset_state=pusht_reset_state),
     # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
     "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1)),
 }
