@@ -135,3 +135,11 @@ PRESETS["sprites-control"] = {**PRESETS["sprites"],
                               "data": {"dataset": "sprites", "temporal_offset": 2,
                                        "video": {**PRESETS["sprites"]["data"]["video"], "controlled": True,
                                                  "push_p": 0.5}}}
+# The frame encoder of an environment's collected episodes (vicreg collect gym_pusht/PushT-v0 --out data/pusht,
+# or any folder given as --data.data_dir): Push-T's 96x96 frames at 64x64, every 5th frame kept (the 5 actions
+# between two kept frames are one action of the predictor), temporal views up to 2 kept frames apart, the sprites
+# encoder's model and optimiser. Image size and frame skip are a first choice, not yet measured against others.
+PRESETS["pusht"] = {**PRESETS["sprites"],
+                    "data": {"dataset": "episodes", "data_dir": "data/pusht", "temporal_offset": 2, "frame_skip": 5,
+                             "image_size": 64},
+                    "train": {**PRESETS["sprites"]["train"], "knn_every": 0}}

@@ -99,6 +99,9 @@ def _print_result(result) -> int:
     else:
         span = f"{result.epochs_done:g} epochs"
     print(f"trained {span} in {result.seconds:.1f} s ({result.images_per_s:,.0f} two-view img/s)")
+    if not result.knn:
+        print("no k-NN accuracy: the dataset has no class labels")
+        return 0
     print(f"k-NN top-1, learned embedding, test split: {fmt(result.knn)}")
     print(f"k-NN top-1, raw pixels,        test split: {fmt(result.knn_raw_pixels)}")
     return 0

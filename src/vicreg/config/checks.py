@@ -10,6 +10,8 @@ from ..backbones import BACKBONES
 from ..presets import RECIPES
 from .schema import Config, ConfigError, PlanConfig, PredictorConfig, TrainConfig, ViewAugment
 
+VIDEO = ("sprites", "moving-mnist", "episodes")  # the datasets of sequences (temporal views)
+
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
@@ -54,13 +56,16 @@ def validate(cfg: Config) -> None:
           "dataset 'folder' needs --data.data_dir pointing at a folder with one sub-folder per class")
 
     check(d.temporal_offset >= 0, "data.temporal_offset", d.temporal_offset, "must be >= 0 (0: augmented views)")
-    check(d.temporal_offset == 0 or d.dataset in ("sprites", "moving-mnist"), "data.temporal_offset",
-           d.temporal_offset, f"temporal views need a video dataset (sprites, moving-mnist), not {d.dataset!r}")
+    check(d.temporal_offset == 0 or d.dataset in VIDEO, "data.temporal_offset", d.temporal_offset,
+          f"temporal views need a video dataset ({', '.join(VIDEO)}), not {d.dataset!r}")
+    check(d.dataset != "episodes" or d.data_dir is not None, "data.data_dir", d.data_dir,
+          "dataset 'episodes' needs --data.data_dir pointing at a folder made by vicreg collect")
+    check(d.frame_skip >= 1, "data.frame_skip", d.frame_skip, "must be >= 1")
     v = d.video
     check(v.sequences >= 1, "data.video.sequences", v.sequences, "must be >= 1")
     check(v.test_sequences >= 1, "data.video.test_sequences", v.test_sequences, "must be >= 1")
     check(v.length >= 2, "data.video.length", v.length, "must be >= 2 (a next frame is needed)")
-    check(d.temporal_offset < v.length, "data.temporal_offset", d.temporal_offset,
+    check(d.dataset != "sprites" or d.temporal_offset < v.length, "data.temporal_offset", d.temporal_offset,
           f"must be smaller than data.video.length={v.length}")
     check(v.sprite_size >= 2, "data.video.sprite_size", v.sprite_size, "must be >= 2")
     check(v.canvas > v.sprite_size, "data.video.canvas", v.canvas,

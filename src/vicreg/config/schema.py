@@ -49,7 +49,7 @@ class AugmentConfig:
 
 
 DatasetName = Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder", "sprites",
-                      "moving-mnist"]
+                      "moving-mnist", "episodes"]
 
 
 @dataclass
@@ -94,6 +94,8 @@ class DataConfig:
     max_device_fraction: float = 0.5  # "auto" keeps data on the device if it fits in this share of its memory
     temporal_offset: int = 0  # video datasets: 0 = two augmentations of one frame; k >= 1 = temporal views,
     #                           the second view is a frame 1..k frames later in the same sequence
+    frame_skip: int = 1  # data.dataset "episodes": keep every k-th frame; the k actions between two kept frames
+    #                      become one action (concatenated)
     video: VideoConfig = field(default_factory=VideoConfig)  # data.dataset "sprites"
 
 

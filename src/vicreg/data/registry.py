@@ -6,6 +6,7 @@ from typing import Callable
 
 from ..config import DataConfig
 from .dataset import ImageDataset, Log, first_items
+from .episodes import load_episodes_dataset, native_episode_size
 from .folder import load_folder
 from .images import (
     load_cifar10,
@@ -28,6 +29,7 @@ LOADERS: dict[str, Callable[[DataConfig, Log], ImageDataset]] = {
     "folder": load_folder,
     "sprites": load_sprites_dataset,
     "moving-mnist": load_moving_mnist_dataset,
+    "episodes": load_episodes_dataset,
 }
 
 
@@ -36,6 +38,8 @@ def native_size(cfg: DataConfig) -> int:
     was fed when data.image_size is not set, before the backbone's minimum)."""
     sizes = {"digits": 8, "fashion-mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "stl10": 96,
              "folder": cfg.image_size or 64, "sprites": cfg.video.canvas, "moving-mnist": 64}
+    if cfg.dataset == "episodes":
+        return native_episode_size(cfg)
     if cfg.dataset not in sizes:
         raise ValueError(f"unknown dataset {cfg.dataset!r} (known datasets: {', '.join(sizes)})")
     return sizes[cfg.dataset]

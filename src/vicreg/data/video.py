@@ -56,6 +56,7 @@ class Sequences:
     classes: Tensor | None  # int64 (N, K): class of each sprite
     class_names: list[str]
     sprite_images: Tensor | None = None  # uint8 (N, K, C, S, S): the image drawn for each sprite
+    states: Tensor | None = None  # float64 (N, T, S): an environment's true state at each frame (collected episodes)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -66,7 +67,8 @@ class Sequences:
             return None if x is None else x[index]
 
         return Sequences(self.frames[index], pick(self.positions), pick(self.velocities), pick(self.actions),
-                         pick(self.distractors), pick(self.classes), list(self.class_names), pick(self.sprite_images))
+                         pick(self.distractors), pick(self.classes), list(self.class_names), pick(self.sprite_images),
+                         pick(self.states))
 
     def frames_flat(self) -> Tensor:
         """All frames, sequence-major: uint8 (N*T, C, H, W) (a view when ``frames`` is contiguous)."""

@@ -39,6 +39,7 @@ class EnvSpec:
     moved_tolerance: float = 1e-2  # an object pose entry changing by more than this in a step: it moved
     policy: str = "random"  # the exploration policy `vicreg collect` uses by default
     reset_state: Callable | None = None  # (env, recorded state) -> what reset_to_state must be given; None: as is
+    positions: tuple[tuple[int, int], ...] = ()  # (x, y) entries of the state of each thing the probes look for
 
 
 ENV_SPECS: dict[str, EnvSpec] = {
@@ -47,9 +48,9 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "gym_pusht/PushT-v0": EnvSpec(
         make_kwargs={"obs_type": "pixels_agent_pos", "render_mode": "rgb_array"},
         state_keys=("pos_agent", "block_pose"), object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints",
-        reset_state=pusht_reset_state),
+        reset_state=pusht_reset_state, positions=((0, 1), (2, 3))),
     # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
-    "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1)),
+    "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1), positions=((0, 1),)),
 }
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, PredictorConfig
+from ..data.episodes import episode_length, load_episode_sequences
 from ..data.sprites import generate_sprites
 from ..data.video import Sequences, load_moving_mnist
 from ..evaluate import extract_outputs
@@ -18,7 +19,7 @@ from ..rundir import read_config
 __all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_frames", "embed_sequences", "actions_of",
            "spread"]
 
-VIDEO_DATASETS = ("sprites", "moving-mnist")
+VIDEO_DATASETS = ("sprites", "moving-mnist", "episodes")
 MOVING_MNIST_FRAMES = 20
 
 
@@ -28,8 +29,10 @@ def load_sequences(cfg: Config, split: str) -> Sequences:
         return generate_sprites(cfg.data.video, split, cfg.data.data_dir)
     if cfg.data.dataset == "moving-mnist":
         return load_moving_mnist(cfg.data.data_dir, cfg.data.download, split)
+    if cfg.data.dataset == "episodes":
+        return load_episode_sequences(cfg.data, split)
     raise ValueError(f"the run was trained on data.dataset={cfg.data.dataset!r}, not on video: a world model needs "
-                     "a run on sprites or moving-mnist (e.g. vicreg train --preset sprites)")
+                     "a run on sprites, moving-mnist or collected episodes (e.g. vicreg train --preset sprites)")
 
 
 def check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config:
@@ -38,7 +41,8 @@ def check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config
     run_cfg = read_config(run_dir)
     if run_cfg.data.dataset not in VIDEO_DATASETS:
         load_sequences(run_cfg, "train")  # raises the explanation
-    length = run_cfg.data.video.length if run_cfg.data.dataset == "sprites" else MOVING_MNIST_FRAMES
+    length = {"sprites": lambda: run_cfg.data.video.length, "moving-mnist": lambda: MOVING_MNIST_FRAMES,
+              "episodes": lambda: episode_length(run_cfg.data)}[run_cfg.data.dataset]()
     if cfg is not None and cfg.context + cfg.train_horizon > length:
         raise ValueError(f"predictor.context={cfg.context} plus predictor.train_horizon={cfg.train_horizon} does "
                          f"not fit in the run's sequences of {length} frames (need context + horizon <= {length})")
