@@ -55,8 +55,9 @@ def _add_plan_command(sub) -> None:
                         + defaults(PlanConfig())
                         + ". Writes RUN_DIR/plan/.")
     pp.add_argument("run_dir", metavar="RUN_DIR")
-    pp.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
-                    help=f"what to compare (default: all of {', '.join(METHODS)}; quote 'world model')")
+    pp.add_argument("--methods", nargs="+", default=None, choices=[*METHODS, "replay"], metavar="METHOD",
+                    help=f"what to compare (default: all of {', '.join(METHODS)}; in an environment: world model, "
+                    "random, replay; quote 'world model')")
     pp.add_argument("--horizons", type=at_least(1), nargs="*", default=[],
                     help="also plan with the world model at these horizons (with the run's leaves): the "
                     "success-vs-horizon curve, e.g. --horizons 1 2 4 8")
@@ -81,7 +82,7 @@ def plan_command(args) -> int:
     cfg = plan_config({k.removeprefix("plan."): v for k, v in parse_overrides(args.overrides).items()})
     report = plan_run(args.run_dir, cfg, methods=args.methods, horizons=tuple(args.horizons))
     print(format_plan_table(report))
-    for path in report["figures"]:
+    for path in report.get("figures", []):
         print(f"wrote {path}")
     print(f"wrote {Path(args.run_dir) / PLAN / PLAN_REPORT} ({report['seconds']:.1f} s on {report['device']})")
     return 0
@@ -93,7 +94,7 @@ def eval_predictor_command(args) -> int:
     report = evaluate_predictor(args.run_dir, device=args.device, horizons=tuple(args.horizons),
                                 figure_sequences=args.sequences, probe_frames=args.probe_frames)
     print(format_rollout_table(report))
-    for path in report["figures"]:
+    for path in report.get("figures", []):
         print(f"wrote {path}")
     print(f"wrote {Path(args.run_dir) / PREDICTOR / EVAL} ({report['seconds']:.1f} s)")
     return 0

@@ -145,7 +145,7 @@ def validate_predictor(cfg: PredictorConfig) -> None:
 
 def validate_plan(cfg: PlanConfig) -> None:
     """Range checks of a typed PlanConfig; raises ConfigError naming the first bad value."""
-    for name in ("horizon", "iterations", "replan_every", "episodes", "steps"):
+    for name in ("horizon", "iterations", "replan_every", "episodes", "steps", "goal_steps"):
         check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
     check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")
     check(cfg.elites >= 2, "plan.elites", cfg.elites, "must be >= 2 (the cross-entropy method refits a spread)")

@@ -215,6 +215,8 @@ class PlanConfig:
     episodes: int = 200  # the fixed, seeded set of start states and goals
     steps: int = 20  # pushes per episode
     success_distance: float = 3.0  # pixels between the sprite's final position and its position in the goal frame
+    goal_steps: int = 25  # environments (a run on collected episodes): the goal is the state this many environment
+    #                       steps after the start in a held-out episode; success thresholds: vicreg.envs.specs
     seed: int = 0  # episodes, leaves and the planners' sampling
     device: str = "auto"
 

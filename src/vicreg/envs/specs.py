@@ -40,6 +40,10 @@ class EnvSpec:
     policy: str = "random"  # the exploration policy `vicreg collect` uses by default
     reset_state: Callable | None = None  # (env, recorded state) -> what reset_to_state must be given; None: as is
     positions: tuple[tuple[int, int], ...] = ()  # (x, y) entries of the state of each thing the probes look for
+    agent_xy: tuple[int, int] | None = None  # entries of the state that are the agent's (x, y): reported
+    object_angle: int | None = None  # entry of the state that is the object's angle (radians)
+    success_distance: float = 20.0  # planning succeeds with the object within this distance of its goal position
+    success_angle: float = float(np.pi / 9)  # ... and its angle within this of the goal's (where it has one)
 
 
 ENV_SPECS: dict[str, EnvSpec] = {
@@ -48,9 +52,11 @@ ENV_SPECS: dict[str, EnvSpec] = {
     "gym_pusht/PushT-v0": EnvSpec(
         make_kwargs={"obs_type": "pixels_agent_pos", "render_mode": "rgb_array"},
         state_keys=("pos_agent", "block_pose"), object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints",
-        reset_state=pusht_reset_state, positions=((0, 1), (2, 3))),
+        reset_state=pusht_reset_state, positions=((0, 1), (2, 3)), agent_xy=(0, 1), object_angle=4,
+        success_distance=20.0, success_angle=float(np.pi / 9)),  # DINO-WM's Push-T success: 20 px, 20 degrees
     # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
-    "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1), positions=((0, 1),)),
+    "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1), positions=((0, 1),),
+                                 success_distance=3.0),
 }
 
 

@@ -25,6 +25,7 @@ from ..plots.worldmodel import fig_success_horizon, fig_trajectories
 from ..rundir import CONFIG, PIXEL_PREDICTOR, PLAN, PLAN_REPORT, PREDICTOR, write_json
 from .closed_loop import ModelController, OracleController, Outcome, RandomController, run_episodes
 from .env import SpriteEnv
+from .env_plan import ENV_METHODS, format_env_plan_table, plan_env_run
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .predictor_commands import load_run_with_predictor
 from .sequences import actions_of, check_video_run, embed_frames, load_sequences
@@ -140,15 +141,21 @@ def _episodes(run: LoadedRun, cfg: PlanConfig, leaves: int) -> SpriteEnv:
     return SpriteEnv(run.cfg.data.video, cfg.episodes, cfg.seed, leaves, run.cfg.data.data_dir)
 
 
-def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequence[str] = METHODS,
+def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequence[str] | None = None,
              horizons: Sequence[int] = (), log: Log = print) -> dict:
     """Plan toward goal frames on ``cfg.episodes`` seeded episodes with each of ``methods`` (world model,
-    pixels, oracle, random), leaves on (the run's) and off; then the world model with the leaves on at each
-    of ``horizons``. Writes run_dir/plan/ (module docstring) and returns plan.json's content."""
+    pixels, oracle, random; default all), leaves on (the run's) and off; then the world model with the leaves on
+    at each of ``horizons``. Writes run_dir/plan/ (module docstring) and returns plan.json's content. A run on
+    collected episodes plans in its environment instead (:mod:`vicreg.worldmodel.env_plan`)."""
     from tqdm.auto import tqdm
 
     cfg = plan_config(config_to_dict(cfg or PlanConfig()))
     run_dir = Path(run_dir)
+    if check_video_run(run_dir).data.dataset == "episodes":
+        if horizons:
+            raise ValueError("--horizons is for the sprite world; in an environment set --plan.horizon")
+        return plan_env_run(run_dir, cfg, methods or ENV_METHODS, log)
+    methods = methods or METHODS
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"method {unknown[0]!r} is not valid: expected some of {', '.join(METHODS)}")
@@ -212,7 +219,10 @@ def _figures(run_dir: Path, run: LoadedRun, outcomes: dict[str, Outcome], sweep:
 
 
 def format_plan_table(report: dict) -> str:
-    """Success rate, mean final distance and planning time of every method, leaves on and off."""
+    """Success rate, mean final distance and planning time of every method, leaves on and off (in an
+    environment: success, the object's and the agent's distances to their goal)."""
+    if "env_id" in report:
+        return format_env_plan_table(report)
     lines = [f"planning toward a goal frame: {report['plan']['episodes']} episodes of {report['plan']['steps']} "
              f"pushes, {report['plan']['planner']} over {report['plan']['horizon']} steps, success = within "
              f"{report['success_distance_px']:g} px of the goal",
