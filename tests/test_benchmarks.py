@@ -114,3 +114,17 @@ def test_planning_benchmark_trains_the_world_model_and_plans_with_it(tmp_path, c
     assert set(report["results"]["leaves on"]) == {"world model", "pixels", "oracle", "random"}
     assert set(report["success_by_horizon"]) == {"1", "2"} and report["device"] == "cpu"
     assert "planning toward a goal frame" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pusht_benchmark_collects_trains_and_plans_at_each_goal_distance(tmp_path, capsys):
+    pusht = _load("pusht")
+    out = tmp_path / "p.json"
+    assert pusht.main(["--quick", "--device", "cpu", "--out", str(out), "--work", str(tmp_path / "w"),
+                       "--workers", "1", "--goal-steps", "5", "10"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["stage_seconds"]) == {"collect", "encoder", "predictor", "plan, goal 5", "plan, goal 10"}
+    assert report["collection"]["episodes"] == 10 and set(report["by_goal_steps"]) == {"5", "10"}
+    for goal in ("5", "10"):
+        assert set(report["by_goal_steps"][goal]["results"]) == {"world model", "pixels", "random", "replay"}
+    assert "planning in gym_pusht/PushT-v0: 4 tasks, goal 10 steps ahead" in capsys.readouterr().out

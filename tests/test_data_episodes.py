@@ -93,7 +93,7 @@ def test_push_t_world_model_from_collection_to_rollout_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "planning in gym_pusht/PushT-v0: 6 tasks, goal 10 steps ahead" in out
     report = json.loads((run / "plan" / "plan.json").read_text())
-    assert list(report["results"]) == ["world model", "random", "replay"]
+    assert list(report["results"]) == ["world model", "pixels", "random", "replay"]
     # replaying the episode's own actions from its recorded state gets there: the protocol holds (pymunk is
     # deterministic; a reset cannot restore the pusher's velocity, so not to the pixel)
     assert report["results"]["replay"]["success_rate"] == 1.0

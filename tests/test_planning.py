@@ -23,7 +23,8 @@ from vicreg.worldmodel.closed_loop import (
     simulator_cost,
 )
 from vicreg.worldmodel.env import SpriteEnv
-from vicreg.worldmodel.plan_command import format_plan_table, pixel_embedding, plan_run
+from vicreg.worldmodel.pixel_baseline import pixel_embedding
+from vicreg.worldmodel.plan_command import format_plan_table, plan_run
 
 VIDEO = VideoConfig(sequences=4, test_sequences=4, length=12, canvas=32, sprite_size=12, distractors=3,
                     controlled=True, push_p=0.5)

@@ -57,7 +57,7 @@ def _add_plan_command(sub) -> None:
     pp.add_argument("run_dir", metavar="RUN_DIR")
     pp.add_argument("--methods", nargs="+", default=None, choices=[*METHODS, "replay"], metavar="METHOD",
                     help=f"what to compare (default: all of {', '.join(METHODS)}; in an environment: world model, "
-                    "random, replay; quote 'world model')")
+                    "pixels, random, replay; quote 'world model')")
     pp.add_argument("--horizons", type=at_least(1), nargs="*", default=[],
                     help="also plan with the world model at these horizons (with the run's leaves): the "
                     "success-vs-horizon curve, e.g. --horizons 1 2 4 8")

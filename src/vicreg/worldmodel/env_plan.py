@@ -8,7 +8,8 @@ planner's first frames are ones the environment produced; the goal is the frame 
 then gets as many environment steps as the episode took to get there. Success, as the environment's spec states it
 (:mod:`vicreg.envs.specs`; Push-T: DINO-WM's, the block within 20 px and 20 degrees of its goal pose); the agent's
 distance to its goal position is reported too. Methods: the world model (CEM, MPPI or gradient descent over the
-predictor's roll-outs, re-planning from the frames the environment returns), random actions (the floor), and the
+predictor's roll-outs, re-planning from the frames the environment returns), the same predictor trained on pooled
+pixels (what the encoder adds), random actions (the floor), and the
 episode's own actions replayed open loop (reaches the goal up to the simulator's determinism and the velocities a
 reset to a state cannot restore: a check of the protocol).
 """
@@ -31,12 +32,13 @@ from ..envs.specs import EnvSpec, spec_of
 from ..image_ops import resize_uint8
 from ..rundir import CONFIG, PLAN, PLAN_REPORT, write_json
 from .closed_loop import ModelController, RandomController
+from .pixel_baseline import pixel_embedding, pixel_predictor
 from .predictor_commands import load_run_with_predictor
 from .sequences import embed_frames
 
 __all__ = ["ENV_METHODS", "EnvEpisodes", "format_env_plan_table", "plan_env_run", "score_states"]
 
-ENV_METHODS = ("world model", "random", "replay")
+ENV_METHODS = ("world model", "pixels", "random", "replay")
 
 
 class EnvEpisodes:
@@ -108,12 +110,15 @@ def _tasks(n_seq: int, length: int, context: int, goal_k: int, count: int, seed:
 
 
 def _run_method(method: str, envs: EnvEpisodes, test, tasks: np.ndarray, goal_k: int, context: int,
-                cfg: PlanConfig, run, fit, goal_frames: Tensor, goal_states: np.ndarray) -> dict:
+                cfg: PlanConfig, run, fit, pixel, goal_frames: Tensor, goal_states: np.ndarray) -> dict:
     rows, starts = tasks[:, 0], tasks[:, 1]
     envs.reset(test.states[rows, starts - context + 1].numpy())
     controller = None
     if method == "world model":
         controller = ModelController(partial(embed_frames, run), fit.model, fit.norm, cfg, 1.0, run.device)
+    elif method == "pixels":
+        controller = ModelController(lambda f: pixel_embedding(f).to(run.device), pixel.model, pixel.norm, cfg,
+                                     1.0, run.device)
     elif method == "random":
         controller = RandomController(cfg, 1.0, fit.action_dim)
     if controller is not None:
@@ -168,6 +173,9 @@ def plan_env_run(run_dir: Path | str, cfg: PlanConfig, methods=ENV_METHODS, log=
     if test.states is None:
         raise ValueError(f"the episodes in {data.data_dir} hold no states: goals and success need them")
     meta = EpisodeFolder(data.data_dir).meta
+    out = run_dir / PLAN
+    out.mkdir(exist_ok=True)
+    pixel = pixel_predictor(run, fit, out, log) if "pixels" in methods else None
     tasks = _tasks(len(test), test.frames.shape[1], context, goal_k, cfg.episodes, cfg.seed)
     envs = EnvEpisodes(meta["env_id"], cfg.episodes, test.frames.shape[-1], skip,
                        np.asarray(meta["action_low"]), np.asarray(meta["action_high"]))
@@ -177,16 +185,14 @@ def plan_env_run(run_dir: Path | str, cfg: PlanConfig, methods=ENV_METHODS, log=
         results = {}
         for method in methods:
             t0 = time.perf_counter()
-            results[method] = _run_method(method, envs, test, tasks, goal_k, context, cfg, run, fit, goal_frames,
-                                          goal_states)
+            results[method] = _run_method(method, envs, test, tasks, goal_k, context, cfg, run, fit, pixel,
+                                          goal_frames, goal_states)
             log(f"{method}: success {100 * results[method]['success_rate']:5.1f} % of {cfg.episodes} tasks, "
                 f"object {results[method]['mean_object_distance']:.1f} px from its goal on average "
                 f"({time.perf_counter() - t0:.1f} s)")
     finally:
         envs.close()
     spec = spec_of(meta["env_id"])
-    out = run_dir / PLAN
-    out.mkdir(exist_ok=True)
     save_yaml(cfg, out / CONFIG)
     report = {"run_dir": str(run_dir), "env_id": meta["env_id"], "plan": asdict(cfg), "context": context,
               "goal_steps": cfg.goal_steps, "frame_skip": skip,

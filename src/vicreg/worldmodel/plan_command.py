@@ -15,32 +15,26 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import PlanConfig, config_to_dict, plan_config, save_yaml
 from ..loaded_run import LoadedRun
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_success_horizon, fig_trajectories
-from ..rundir import CONFIG, PIXEL_PREDICTOR, PLAN, PLAN_REPORT, PREDICTOR, write_json
+from ..rundir import CONFIG, PLAN, PLAN_REPORT, PREDICTOR, write_json
 from .closed_loop import ModelController, OracleController, Outcome, RandomController, run_episodes
 from .env import SpriteEnv
 from .env_plan import ENV_METHODS, format_env_plan_table, plan_env_run
-from .fit import FitResult, fit_predictor, load_predictor, save_predictor
+from .fit import FitResult
+from .pixel_baseline import pixel_embedding, pixel_predictor
 from .predictor_commands import load_run_with_predictor
-from .sequences import actions_of, check_video_run, embed_frames, load_sequences
+from .sequences import check_video_run, embed_frames
 
 __all__ = ["METHODS", "WorldModel", "load_world_model", "plan_pushes", "pixel_embedding",
            "plan_run", "format_plan_table"]
 
 Log = Callable[[str], None]
-PIXEL_POOL = 2  # the pixel baseline's "embedding": the frame average-pooled by 2 (16 x 16 = 256-D for 32 x 32)
 METHODS = ("world model", "pixels", "oracle", "random")
-
-
-def pixel_embedding(frames: Tensor) -> Tensor:
-    """The pixel baseline's embedding: uint8 frames (N, C, H, W) in [0, 1], average-pooled by 2, flattened."""
-    return F.avg_pool2d(frames.float() / 255, PIXEL_POOL).flatten(1)
 
 
 @dataclass
@@ -99,29 +93,6 @@ def plan_pushes(world: WorldModel, frames: Tensor, pushes: Tensor, goal: Tensor,
     return actions[0] if single else actions
 
 
-def _pixel_predictor(run: LoadedRun, fit: FitResult, out: Path, log: Log) -> FitResult:
-    """The pixel baseline: the world model's predictor architecture and training, on pixel embeddings; trained
-    once and kept in plan/pixel_predictor.pt (retrained when the world model's predictor settings change)."""
-    path = out / PIXEL_PREDICTOR
-    if path.exists():
-        cached = load_predictor(path, run.device)
-        if cached.cfg == fit.cfg:
-            return cached
-    t0 = time.perf_counter()
-    train, test = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
-
-    def embed(seq) -> Tensor:
-        return pixel_embedding(seq.frames_flat()).view(len(seq), seq.frames.shape[1], -1)
-
-    result = fit_predictor(embed(train), fit.cfg, actions=actions_of(train, fit.cfg), val=embed(test),
-                           val_actions=actions_of(test, fit.cfg), device=run.device, log=lambda _: None)
-    save_predictor(result, path)
-    log(f"trained the pixel baseline's predictor ({fit.cfg.model}, {result.dim}-D pooled pixels, "
-        f"{fit.cfg.epochs} epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE "
-        f"{result.history[-1]['val_loss']:.4f}")
-    return result
-
-
 def _controller(method: str, cfg: PlanConfig, run: LoadedRun, fit: FitResult, pixel: FitResult, bound: float):
     if method == "world model":
         return ModelController(partial(embed_frames, run), fit.model, fit.norm, cfg, bound, run.device)
@@ -165,7 +136,7 @@ def plan_run(run_dir: Path | str, cfg: PlanConfig | None = None, methods: Sequen
     out = run_dir / PLAN
     out.mkdir(exist_ok=True)
     save_yaml(cfg, out / CONFIG)
-    pixel = _pixel_predictor(run, fit, out, log) if "pixels" in methods else None
+    pixel = pixel_predictor(run, fit, out, log) if "pixels" in methods else None
     k, leaves = fit.cfg.context, run.cfg.data.video.distractors
     bound = float(run.cfg.data.video.push)
     # (method, leaves, horizon): every method with the leaves on and off, then the world model at each horizon
