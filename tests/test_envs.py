@@ -35,22 +35,27 @@ def test_environments_the_world_model_cannot_use_are_refused_in_one_line(tmp_pat
     assert not (tmp_path / "c").exists()  # nothing written
 
 
-def test_push_t_gives_frames_and_its_state_and_resets_to_a_given_state():
+def test_push_t_gives_frames_and_its_state_and_resets_to_a_given_state_velocities_included():
     env = open_env(PUSHT)
     try:
         frame, state = env.reset(seed=3)
-        assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and state.shape == (5,)
+        assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and state.shape == (10,)
         assert env.action_low.tolist() == [0, 0] and env.action_high.tolist() == [512, 512]
-        target = np.array([100.0, 120.0, 300.0, 310.0, 0.5])
+        target = np.array([100.0, 120.0, 300.0, 310.0, 0.5, 0, 0, 0, 0, 0])
         frame2, state2 = env.reset(seed=3, state=target)
         # the pose read back is the one given (gym-pusht turns the block about its centre of gravity after placing
         # it: vicreg.envs.specs.pusht_reset_state undoes that); float64 sines and one 0.01 s physics step from
         # rest: equal to 1e-9 of 512 pixels
         assert np.allclose(state2, target, rtol=0, atol=1e-9) and not np.array_equal(frame, frame2)
-        for action in ([200.0, 200.0], [250.0, 300.0], [300.0, 320.0]):
+        for action in ([200.0, 200.0], [250.0, 300.0], [300.0, 320.0], [330.0, 330.0]):
             frame3, state3, done = env.step(np.array(action))
-        frame4, state4 = env.reset(state=state3)  # a state read back from an episode puts it there again
+        assert np.abs(state3[5:]).max() > 1  # moving: the pusher (and maybe the block) has a velocity
+        after = [env.step(np.array([360.0, 300.0]))[1] for _ in range(3)]
+        frame4, state4 = env.reset(state=state3)  # a state read back from an episode puts it there again ...
         assert np.allclose(state4, state3, rtol=0, atol=1e-9) and np.array_equal(frame4, frame3) and not done
+        again = [env.step(np.array([360.0, 300.0]))[1] for _ in range(3)]
+        # ... moving as it was: the same steps follow to within pymunk's contact caches (not in a state)
+        assert np.allclose(np.stack(again)[:, :5], np.stack(after)[:, :5], rtol=0, atol=1e-6)
     finally:
         env.close()
 
@@ -63,7 +68,7 @@ def test_an_episode_is_drawn_from_the_seed_and_its_index_alone():
         again = collect_episode(env, 12, "waypoints", seed=5, index=2)  # after another episode on the same env
     finally:
         env.close()
-    assert same(a, again) and len(a) == 12 and a.frames.shape == (13, 96, 96, 3) and a.states.shape == (13, 5)
+    assert same(a, again) and len(a) == 12 and a.frames.shape == (13, 96, 96, 3) and a.states.shape == (13, 10)
     assert not np.array_equal(a.actions, b.actions)
     assert (a.actions >= 0).all() and (a.actions <= 512).all()
 
@@ -131,15 +136,15 @@ def test_truncated_foreign_and_inconsistent_episode_files_are_named_in_one_line(
     with pytest.raises(ValueError, match=f"corrupt episode file {path}: "):
         folder.read(0)
     np.savez(path, frames=np.zeros((5, 96, 96, 3), np.uint8), actions=np.zeros((4, 2), np.float64),
-             states=np.zeros((5, 5)))
+             states=np.zeros((5, 10)))
     with pytest.raises(ValueError, match=r"actions must be float32 \(T, 2\)"):
         folder.read(0)
     np.savez(path, frames=np.zeros((5, 64, 64, 3), np.uint8), actions=np.zeros((4, 2), np.float32),
-             states=np.zeros((5, 5)))
+             states=np.zeros((5, 10)))
     with pytest.raises(ValueError, match=r"frames must be uint8 \(5, 96, 96, 3\)"):
         folder.read(0)
     np.savez(path, frames=np.zeros((5, 96, 96, 3), np.uint8), actions=np.full((4, 2), np.nan, np.float32),
-             states=np.zeros((5, 5)))
+             states=np.zeros((5, 10)))
     with pytest.raises(ValueError, match="non-finite actions or states"):
         folder.read(0)
     (tmp_path / "c" / COLLECTION).write_text("{not json")

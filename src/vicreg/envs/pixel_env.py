@@ -77,13 +77,15 @@ class PixelEnv:
         return np.ascontiguousarray(obs if self.key is None else obs[self.key], dtype=np.uint8)
 
     def _state(self, info: dict) -> np.ndarray | None:
+        if self.spec.state_of is not None:
+            return self.spec.state_of(self.env)
         if not self.spec.state_keys:
             return None
         return np.concatenate([np.asarray(info[k], dtype=np.float64).reshape(-1) for k in self.spec.state_keys])
 
     def reset(self, seed: int | None = None, state: np.ndarray | None = None):
         """A new episode (seeded); with ``state`` (as ``step`` returns it), in that state."""
-        options = None
+        options, given = None, state
         if state is not None:
             state = np.asarray(state, dtype=np.float64)
             if self.spec.reset_state is not None:
@@ -93,6 +95,8 @@ class PixelEnv:
             options = {"reset_to_state": state}
         obs, info = self.env.reset(seed=seed, options=options)
         self._reset_once = True
+        if given is not None and self.spec.after_reset is not None:
+            self.spec.after_reset(self.env, np.asarray(given, dtype=np.float64))
         return self._frame(obs), self._state(info)
 
     def step(self, action: np.ndarray):

@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def pusht_state(env) -> np.ndarray:
+    """Push-T's whole state, read from its bodies: pusher x, y, block x, y, angle (what ``reset_to_state`` takes),
+    then the velocities a reset to a pose would lose: pusher vx, vy, block vx, vy, angular velocity. The block
+    glides (no damping), so a state without them does not say where the scene goes next."""
+    u = env.unwrapped
+    return np.array([*u.agent.position, *u.block.position, u.block.angle, *u.agent.velocity, *u.block.velocity,
+                     u.block.angular_velocity], dtype=np.float64)
+
+
 def pusht_reset_state(env, state: np.ndarray) -> np.ndarray:
     """What Push-T's ``reset_to_state`` must be given to put the block in the pose ``state`` records.
 
@@ -25,20 +34,31 @@ def pusht_reset_state(env, state: np.ndarray) -> np.ndarray:
     c = np.array(block.center_of_gravity, dtype=np.float64)
     angle = float(state[4])
     turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    out = np.array(state, dtype=np.float64)
+    out = np.array(state[:5], dtype=np.float64)
     out[2:4] = out[2:4] - c + turn @ c
     return out
+
+
+def pusht_restore_velocities(env, state: np.ndarray) -> None:
+    """After a reset to ``state``'s pose: its velocities (entries 5 to 9), where it records them."""
+    if len(state) >= 10:
+        u = env.unwrapped
+        u.agent.velocity = (float(state[5]), float(state[6]))
+        u.block.velocity = (float(state[7]), float(state[8]))
+        u.block.angular_velocity = float(state[9])
 
 
 @dataclass(frozen=True)
 class EnvSpec:
     make_kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make
     state_keys: tuple[str, ...] = ()  # info entries concatenated into the true state (empty: no state)
+    state_of: Callable | None = None  # env -> its true state, where info does not hold all of it
     object_dims: tuple[int, ...] = ()  # entries of the state that are the pushed object's pose
     object_xy: tuple[int, int] | None = None  # entries of the state that are the object's (x, y)
     moved_tolerance: float = 1e-2  # an object pose entry changing by more than this in a step: it moved
     policy: str = "random"  # the exploration policy `vicreg collect` uses by default
     reset_state: Callable | None = None  # (env, recorded state) -> what reset_to_state must be given; None: as is
+    after_reset: Callable | None = None  # (env, recorded state) -> None: what reset_to_state cannot set
     positions: tuple[tuple[int, int], ...] = ()  # (x, y) entries of the state of each thing the probes look for
     agent_xy: tuple[int, int] | None = None  # entries of the state that are the agent's (x, y): reported
     object_angle: int | None = None  # entry of the state that is the object's angle (radians)
@@ -48,11 +68,13 @@ class EnvSpec:
 
 ENV_SPECS: dict[str, EnvSpec] = {
     # Push-T (gym-pusht): a pusher (agent) moves a T-shaped block toward a goal pose; 96x96 RGB frames. The state
-    # is what reset_to_state takes: agent x, y, block x, y, angle (pixels of the 512x512 table, radians).
+    # is agent x, y, block x, y, angle (pixels of the 512x512 table, radians; what reset_to_state takes), then
+    # the agent's and the block's velocities.
     "gym_pusht/PushT-v0": EnvSpec(
         make_kwargs={"obs_type": "pixels_agent_pos", "render_mode": "rgb_array"},
-        state_keys=("pos_agent", "block_pose"), object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints",
-        reset_state=pusht_reset_state, positions=((0, 1), (2, 3)), agent_xy=(0, 1), object_angle=4,
+        state_of=pusht_state, object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints",
+        reset_state=pusht_reset_state, after_reset=pusht_restore_velocities, positions=((0, 1), (2, 3)),
+        agent_xy=(0, 1), object_angle=4,
         success_distance=20.0, success_angle=float(np.pi / 9)),  # DINO-WM's Push-T success: 20 px, 20 degrees
     # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
     "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1), positions=((0, 1),),
