@@ -139,7 +139,10 @@ PRESETS["sprites-control"] = {**PRESETS["sprites"],
 # or any folder given as --data.data_dir): Push-T's 96x96 frames at 64x64, every 5th frame kept (the 5 actions
 # between two kept frames are one action of the predictor), temporal views up to 2 kept frames apart, the sprites
 # encoder's model and optimiser. Image size and frame skip are a first choice, not yet measured against others.
+# An epoch is one clip per training episode (150 of the 200 collected), so the schedule counts many short
+# epochs: 200 epochs x 2 steps of 64, diagnostics every 20 epochs.
 PRESETS["pusht"] = {**PRESETS["sprites"],
                     "data": {"dataset": "episodes", "data_dir": "data/pusht", "temporal_offset": 2, "frame_skip": 5,
                              "image_size": 64},
-                    "train": {**PRESETS["sprites"]["train"], "knn_every": 0}}
+                    "train": {"epochs": 200, "batch_size": 64, "knn_every": 0, "checkpoint_every": 50,
+                              "diagnostics_every": 20}}
