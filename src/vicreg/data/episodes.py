@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..envs.episodes import EpisodeFolder
+from ..envs.episodes import EpisodeFolder, scale_actions
 from ..envs.specs import spec_of
 from ..image_ops import resize_uint8
 from .dataset import ImageDataset, Log
-from .video import SPLITS, Sequences, check_split, quiet, train_note, video_dataset
+from .video import SPLITS, Sequences, check_split, no_label, quiet, train_note, video_dataset
 
 __all__ = ["episode_length", "load_episode_sequences", "load_episodes_dataset", "native_episode_size"]
 
@@ -70,7 +70,7 @@ def load_episode_sequences(cfg: DataConfig, split: str, log: Log = quiet) -> Seq
             continue
         kept = torch.from_numpy(ep.frames[:steps + 1:k]).permute(0, 3, 1, 2)  # (L, 3, H, W)
         frames.append(resize_uint8(kept, size))
-        scaled = (ep.actions[:steps] - low) / (high - low) * 2 - 1
+        scaled = scale_actions(ep.actions[:steps], low, high)
         grouped = np.concatenate([scaled.reshape(steps // k, -1), np.zeros((1, k * len(low)), np.float32)])
         actions.append(torch.from_numpy(grouped))
         if ep.states is not None:
@@ -87,16 +87,12 @@ def load_episode_sequences(cfg: DataConfig, split: str, log: Log = quiet) -> Seq
     return Sequences(torch.stack(frames), positions, velocities, torch.stack(actions), None, None, [], None, st)
 
 
-def _no_label(seqs: Sequences) -> torch.Tensor:
-    return torch.full((len(seqs),), -1, dtype=torch.int64)
-
-
 def load_episodes_dataset(cfg: DataConfig, log: Log = print) -> ImageDataset:
     """Collected episodes as an unlabelled ImageDataset: single frames, or clips for temporal views."""
     start = time.perf_counter()
     train, test = (load_episode_sequences(cfg, s, log) for s in SPLITS)
     seconds = time.perf_counter() - start
-    ds = video_dataset("episodes", [], train, test, cfg.temporal_offset, _no_label)
+    ds = video_dataset("episodes", [], train, test, cfg.temporal_offset, no_label)
     _, length, c, h, w = train.frames.shape
     log(f"episodes: {len(train)} train / {len(test)} test episodes of {_folder(cfg).meta['env_id']} x {length} "
         f"frames (frame skip {cfg.frame_skip}), {c}x{h}x{w}, from {cfg.data_dir} in {seconds:.2f} s; "

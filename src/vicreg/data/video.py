@@ -151,7 +151,8 @@ def video_dataset(name: str, classes: list[str], train: Sequences, test: Sequenc
     return ImageDataset(name, list(classes), c, h, clips, frames, test_frames)
 
 
-def _no_label(seqs: Sequences) -> Tensor:
+def no_label(seqs: Sequences) -> Tensor:
+    """Label -1 for every sequence: a source without classes."""
     return torch.full((len(seqs),), -1, dtype=torch.int64)
 
 
@@ -167,7 +168,7 @@ def load_moving_mnist_dataset(cfg: DataConfig, log: Log = print) -> ImageDataset
     data = _read_moving_mnist(cfg.data_dir, cfg.download, log)
     train, test = (_unlabelled(_split_sequences(data, s)) for s in SPLITS)
     seconds = time.perf_counter() - start
-    ds = video_dataset("moving-mnist", [], train, test, cfg.temporal_offset, _no_label)
+    ds = video_dataset("moving-mnist", [], train, test, cfg.temporal_offset, no_label)
     _, t_len, _, h, w = data.shape
     log(f"moving-mnist: loaded {len(train)} train / {len(test)} test sequences x {t_len} frames, {h}x{w}, "
         f"unlabelled, from {_moving_mnist_root(cfg.data_dir) / MOVING_MNIST_FILE} in {seconds:.2f} s; "

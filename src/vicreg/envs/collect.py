@@ -55,17 +55,23 @@ def collect_episode(env: PixelEnv, steps: int, policy_name: str, seed: int, inde
                    None if states[0] is None else np.stack(states))
 
 
-def _worker(env_id: str, root: str, indices: list[int], steps: int, policy: str, seed: int, queue) -> None:
-    """Collect and write ``indices``; report each episode written, or the error in one line, on ``queue``."""
+def _collect_into(env_id: str, folder: EpisodeFolder, indices, steps: int, policy: str, seed: int,
+                  done: Callable[[int], None]) -> None:
+    """Collect and write the episodes ``indices`` with one environment; ``done(i)`` after each one is written."""
+    env = open_env(env_id, max_steps=steps)
     try:
-        env = open_env(env_id, max_steps=steps)
-        folder = EpisodeFolder(root)
-        try:
-            for i in indices:
-                folder.write(i, collect_episode(env, steps, policy, seed, i))
-                queue.put(("done", i))
-        finally:
-            env.close()
+        for i in indices:
+            folder.write(i, collect_episode(env, steps, policy, seed, i))
+            done(i)
+    finally:
+        env.close()
+
+
+def _worker(env_id: str, root: str, indices: list[int], steps: int, policy: str, seed: int, queue) -> None:
+    """A worker process: :func:`_collect_into`, reporting each episode written, or the error in one line, on
+    ``queue``."""
+    try:
+        _collect_into(env_id, EpisodeFolder(root), indices, steps, policy, seed, lambda i: queue.put(("done", i)))
     except Exception as e:  # said by the parent, in one line; what was written stays
         queue.put(("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
 
@@ -119,12 +125,8 @@ def _run_workers(env_id: str, folder: EpisodeFolder, todo: list[int], steps: int
 
     workers = min(workers, len(todo))
     if workers == 1:  # in this process: no start-up, and a failure is raised where it happens
-        env = open_env(env_id, max_steps=steps)
-        try:
-            for i in tqdm(todo, desc="episodes", unit="ep", leave=False):
-                folder.write(i, collect_episode(env, steps, policy, seed, i))
-        finally:
-            env.close()
+        with tqdm(total=len(todo), desc="episodes", unit="ep", leave=False) as bar:
+            _collect_into(env_id, folder, todo, steps, policy, seed, lambda _: bar.update(1))
         return
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

@@ -24,13 +24,23 @@ import numpy as np
 
 from ..rundir.atomic import atomic_write, write_json
 
-__all__ = ["COLLECTION", "FORMAT", "Episode", "EpisodeFolder"]
+__all__ = ["COLLECTION", "FORMAT", "Episode", "EpisodeFolder", "scale_actions", "unscale_actions"]
 
 COLLECTION = "collection.json"
 STATS = "stats.json"
 EPISODES = "episodes"
 FORMAT = 1
 SETTINGS = ("env_id", "steps", "policy", "seed")  # what a second collection into a folder must repeat
+
+
+def scale_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Actions in the environment's box [low, high] -> [-1, 1]: the units the predictor and the planners use."""
+    return (actions - low) / (high - low) * 2 - 1
+
+
+def unscale_actions(scaled: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`scale_actions`: [-1, 1] -> the environment's box."""
+    return (scaled + 1) / 2 * (high - low) + low
 
 
 class Episode:

@@ -14,6 +14,7 @@ from .specs import ENV_SPECS, EnvSpec, spec_of
 __all__ = ["PixelEnv", "open_env"]
 
 IMAGE_KEYS = ("pixels", "image", "rgb", "observation")  # dict observations: these keys are looked at first
+OWN_ENVS = {"vicreg/Sprites-v0": "vicreg.envs.sprites:SpritesEnv"}  # id -> entry point
 
 
 def _gymnasium():
@@ -25,11 +26,13 @@ def _gymnasium():
     return gymnasium
 
 
-def _import_namespace(env_id: str) -> None:
-    """Import the package that registers a namespaced id ("gym_pusht/PushT-v0" -> gym_pusht; vicreg's own)."""
+def _register(gym, env_id: str) -> None:
+    """Make a namespaced id known to Gymnasium: vicreg's own by entry point (the module is imported by
+    ``gymnasium.make``, not here), another namespace by importing its package ("gym_pusht/PushT-v0" -> gym_pusht)."""
     namespace = env_id.split("/", 1)[0] if "/" in env_id else None
-    if namespace == "vicreg":
-        importlib.import_module("vicreg.envs.sprites")
+    if env_id in OWN_ENVS:
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=OWN_ENVS[env_id], max_episode_steps=200)
     elif namespace:
         try:
             importlib.import_module(namespace)
@@ -114,7 +117,7 @@ def open_env(env_id: str, max_steps: int | None = None) -> PixelEnv:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (Push-T) draws without a screen
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     gym = _gymnasium()
-    _import_namespace(env_id)
+    _register(gym, env_id)
     spec = spec_of(env_id)
     kwargs = dict(spec.make_kwargs)
     if max_steps is not None:

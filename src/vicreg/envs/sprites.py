@@ -1,5 +1,6 @@
 """Our sprite world as a Gymnasium environment, ``vicreg/Sprites-v0``: a digit moving and bouncing in a square
 canvas, pushed by the actions, with the physics and drawing that made the training data (:mod:`vicreg.data.sprites`).
+Registered by entry point in :mod:`vicreg.envs.pixel_env`, so Gymnasium imports this module when it makes one.
 
 Observation: the frame as RGB uint8 (canvas, canvas, 3) (the grey frame on three channels). Action: the push added
 to the digit's velocity, a Box [-push, push]^2 (its speed then clipped to ``max_speed``). ``info["state"]``: the
@@ -17,8 +18,6 @@ import torch
 
 from ..config import build_config
 from ..data.sprites import push_and_move, render_frames, sprite_bank, start_state
-
-ENV_ID = "vicreg/Sprites-v0"
 
 
 class SpritesEnv(gymnasium.Env):
@@ -63,6 +62,3 @@ class SpritesEnv(gymnasium.Env):
     def render(self):
         return self._observe()[0]
 
-
-if ENV_ID not in gymnasium.registry:
-    gymnasium.register(ENV_ID, entry_point=SpritesEnv, max_episode_steps=200)

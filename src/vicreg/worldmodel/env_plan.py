@@ -28,6 +28,7 @@ from torch import Tensor
 from ..config import PlanConfig, save_yaml
 from ..data.episodes import load_episode_sequences
 from ..envs import EpisodeFolder, open_env
+from ..envs.episodes import unscale_actions
 from ..envs.specs import EnvSpec, spec_of
 from ..image_ops import resize_uint8
 from ..rundir import CONFIG, PLAN, PLAN_REPORT, write_json
@@ -68,8 +69,8 @@ class EnvEpisodes:
         return resize_uint8(frames, self.size)
 
     def step(self, actions: Tensor) -> None:
-        a = actions.detach().cpu().numpy().reshape(len(self), self.skip, -1).clip(-1, 1)
-        a = (a + 1) / 2 * (self.high - self.low) + self.low
+        a = unscale_actions(actions.detach().cpu().numpy().reshape(len(self), self.skip, -1).clip(-1, 1),
+                            self.low, self.high)
         for i, env in enumerate(self.envs):
             for j in range(self.skip):
                 self.frames[i], self.states[i], _ = env.step(a[i, j])

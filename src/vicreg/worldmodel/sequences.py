@@ -41,8 +41,12 @@ def check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config
     run_cfg = read_config(run_dir)
     if run_cfg.data.dataset not in VIDEO_DATASETS:
         load_sequences(run_cfg, "train")  # raises the explanation
-    length = {"sprites": lambda: run_cfg.data.video.length, "moving-mnist": lambda: MOVING_MNIST_FRAMES,
-              "episodes": lambda: episode_length(run_cfg.data)}[run_cfg.data.dataset]()
+    if run_cfg.data.dataset == "sprites":
+        length = run_cfg.data.video.length
+    elif run_cfg.data.dataset == "episodes":
+        length = episode_length(run_cfg.data)
+    else:
+        length = MOVING_MNIST_FRAMES
     if cfg is not None and cfg.context + cfg.train_horizon > length:
         raise ValueError(f"predictor.context={cfg.context} plus predictor.train_horizon={cfg.train_horizon} does "
                          f"not fit in the run's sequences of {length} frames (need context + horizon <= {length})")
