@@ -135,3 +135,21 @@ def test_ridge_r2_decomposes_once_and_equals_refits_without_each_row(monkeypatch
     noise = torch.randn(80, 1, generator=g, dtype=torch.float64)
     assert _ridge_reference(x[:60], noise[:60], x[60:], noise[60:], alphas)[1] >= 10.0  # noise: shrink it all
     assert ridge_r2(x[:60], noise[:60], x[60:], noise[60:]) < 0.1
+
+
+def test_ridge_r2_with_more_features_than_rows_decomposes_the_rows_and_equals_refits(monkeypatch):
+    from vicreg.evaluate import ridge_r2
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 120, generator=g, dtype=torch.float64)  # 40 training rows, 120 features (raw pixels)
+    y = x[:, :3] @ torch.randn(3, 2, generator=g, dtype=torch.float64) + 0.3 * torch.randn(50, 2, generator=g,
+                                                                                           dtype=torch.float64)
+    alphas = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    sizes = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: sizes.append(tuple(m.shape)) or eigh(m))
+    got = ridge_r2(x[:40], y[:40], x[40:], y[40:], alphas)
+    assert sizes == [(40, 40)]  # the rows' Gram matrix, not the 120 x 120 one
+    # float64, 120 x 120 direct refits against the 40 x 40 spectrum: equal to rounding, far inside 1e-9
+    expected, _ = _ridge_reference(x[:40], y[:40], x[40:], y[40:], alphas)
+    assert got == pytest.approx(expected, abs=1e-9)

@@ -171,6 +171,22 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     return ProbeResult(top1(x_test, test_labels), top1(x, y), time.perf_counter() - t0)
 
 
+def _spectrum(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues l and eigenvectors V of X^T X (float64), from the smaller of X^T X (D x D) and X X^T (N x N):
+    with fewer rows than features (raw pixels: thousands of features), X X^T = W diag(l) W^T gives the same nonzero
+    spectrum and V = X^T W diag(1 / sqrt(l)); the directions of eigenvalue 0 are left out (columns of zeros), where
+    every ridge fit is 0 anyway."""
+    if len(x) >= x.shape[1]:
+        evals, evecs = torch.linalg.eigh(x.T @ x)
+        return evals.clamp_min(0), evecs  # rounding can leave tiny negative eigenvalues of a PSD matrix
+    evals, w = torch.linalg.eigh(x @ x.T)
+    evals = evals.clamp_min(0)
+    root = evals.sqrt()
+    keep = root > root.max() * 1e-10
+    evecs = (x.T @ w) / torch.where(keep, root, torch.ones_like(root))
+    return torch.where(keep, evals, torch.zeros_like(evals)), evecs * keep
+
+
 def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
              alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> float:
     """R^2 on the test set of a linear regression (ridge) from features (N, D) to targets (N, Q).
@@ -180,7 +196,8 @@ def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
     leave-one-out error on the training rows (each row left out of the fit, the standardisation and centring
     kept at all rows'). The R^2 is averaged over the Q targets (1 = perfect, 0 = no
     better than the training mean, negative = worse). Solved in float64 through one eigendecomposition of
-    X^T X, which gives the weights and those leave-one-out residuals of every strength in closed form:
+    X^T X (or of X X^T, the smaller: :func:`_spectrum`), which gives the weights and those leave-one-out
+    residuals of every strength in closed form:
     with X^T X = V diag(l) V^T and U = X V, the fit is U diag(1 / (l + a)) U^T y, the hat matrix's diagonal
     h_i = sum_j U_ij^2 / (l_j + a), and the residual of row i left out is (y_i - fit_i) / (1 - h_i).
     """
@@ -196,8 +213,7 @@ def ridge_r2(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
     x, xt = (x - mean) / std, (xt - mean) / std  # x is centred now
     y_mean = y.mean(0)
     y = y - y_mean
-    evals, evecs = torch.linalg.eigh(x.T @ x)
-    evals = evals.clamp_min(0)  # rounding can leave tiny negative eigenvalues of a PSD matrix
+    evals, evecs = _spectrum(x)
     u = x @ evecs  # (N, D)
     projected = u.T @ y  # (D, Q)
     u2 = u * u

@@ -118,7 +118,8 @@ def fig_probe_table(setups: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
             ax.set_ylabel("linear-probe R^2 (test frames)")
     fig.legend(loc="outside lower center", ncol=len(names) + 1, fontsize=8, frameon=False)
     spread = f", mean +- std over {seeds} seeds" if seeds > 1 else ""
-    fig.suptitle(f"what the embedding keeps (position, velocity) and drops (the leaves){spread}", fontsize=9)
+    drops = " and drops (the leaves)" if "distractors" in targets else ""  # scenes without leaves: nothing to drop
+    fig.suptitle(f"what the embedding keeps (position, velocity){drops}{spread}", fontsize=9)
     return fig
 
 
