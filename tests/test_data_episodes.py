@@ -4,6 +4,7 @@ positions), and the Push-T world model from collection to roll-out errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,23 +90,24 @@ def test_push_t_world_model_from_collection_to_rollout_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "predictor" in out and "position" in out and (run / "predictor" / "eval.json").exists()
     assert main(["plan", str(run), "--plan.episodes", "6", "--plan.goal_steps", "10", "--plan.samples", "8",
-                 "--plan.elites", "2", "--plan.iterations", "1", "--device", "cpu"]) == 0
+                 "--plan.elites", "2", "--plan.iterations", "1", "--plan.oracle_samples", "4", "--plan.workers", "1",
+                 "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "planning in gym_pusht/PushT-v0: 6 tasks, goal 10 steps ahead" in out
     report = json.loads((run / "plan" / "plan.json").read_text())
-    assert list(report["results"]) == ["world model", "pixels", "random", "replay"]
+    assert list(report["results"]) == ["world model", "pixels", "states", "oracle", "random", "replay"]
+    assert {Path(p).name for p in report["figures"]} == {"tasks.png", "tasks.svg", "imagined.png", "imagined.svg"}
+    assert all(Path(p).stat().st_size > 0 for p in report["figures"])
     # replaying the episode's own actions from its recorded state gets there: the protocol holds (pymunk is
     # deterministic; a reset cannot restore the pusher's velocity, so not to the pixel)
     assert report["results"]["replay"]["success_rate"] == 1.0
-    assert main(["plan", str(run), "--methods", "oracle", "--plan.episodes", "2", "--device", "cpu"]) == 1
-    assert "method 'oracle' is not available in an environment yet" in capsys.readouterr().err
     assert main(["plan", str(run), "--plan.goal_steps", "7", "--device", "cpu"]) == 1
     assert "plan.goal_steps=7 is not a multiple of the run's data.frame_skip=5" in capsys.readouterr().err
 
 
 def test_success_is_the_object_within_the_distance_and_angle_of_its_goal_pose():
     from vicreg.envs.specs import spec_of
-    from vicreg.worldmodel.env_plan import score_states
+    from vicreg.worldmodel.env_tasks import score_states
 
     goals = np.array([[0.0, 0.0, 100.0, 100.0, 0.1]] * 4)
     states = np.array([[3.0, 4.0, 112.0, 116.0, 0.1],  # 20 px away: not within 20

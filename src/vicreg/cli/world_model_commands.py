@@ -40,6 +40,7 @@ def add_world_model_commands(sub) -> None:
 
 
 def _add_plan_command(sub) -> None:
+    from ..worldmodel.env_plan import ENV_METHODS
     from ..worldmodel.plan_command import METHODS
 
     pp = sub.add_parser("plan", help="plan pushes toward goal frames with the world model, closed loop",
@@ -55,9 +56,9 @@ def _add_plan_command(sub) -> None:
                         + defaults(PlanConfig())
                         + ". Writes RUN_DIR/plan/.")
     pp.add_argument("run_dir", metavar="RUN_DIR")
-    pp.add_argument("--methods", nargs="+", default=None, choices=[*METHODS, "replay"], metavar="METHOD",
-                    help=f"what to compare (default: all of {', '.join(METHODS)}; in an environment: world model, "
-                    "pixels, random, replay; quote 'world model')")
+    pp.add_argument("--methods", nargs="+", default=None, choices=list(dict.fromkeys([*METHODS, *ENV_METHODS])),
+                    metavar="METHOD", help=f"what to compare (default: all of {', '.join(METHODS)}; in an "
+                    f"environment: {', '.join(ENV_METHODS)}; quote 'world model')")
     pp.add_argument("--horizons", type=at_least(1), nargs="*", default=[],
                     help="also plan with the world model at these horizons (with the run's leaves): the "
                     "success-vs-horizon curve, e.g. --horizons 1 2 4 8")

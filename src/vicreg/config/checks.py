@@ -61,6 +61,8 @@ def validate(cfg: Config) -> None:
     check(d.dataset != "episodes" or d.data_dir is not None, "data.data_dir", d.data_dir,
           "dataset 'episodes' needs --data.data_dir pointing at a folder made by vicreg collect")
     check(d.frame_skip >= 1, "data.frame_skip", d.frame_skip, "must be >= 1")
+    check(not d.relative_actions or d.dataset == "episodes", "data.relative_actions", d.relative_actions,
+          f"relative actions are for collected episodes (data.dataset episodes), not {d.dataset!r}")
     v = d.video
     check(v.sequences >= 1, "data.video.sequences", v.sequences, "must be >= 1")
     check(v.test_sequences >= 1, "data.video.test_sequences", v.test_sequences, "must be >= 1")
@@ -145,13 +147,14 @@ def validate_predictor(cfg: PredictorConfig) -> None:
 
 def validate_plan(cfg: PlanConfig) -> None:
     """Range checks of a typed PlanConfig; raises ConfigError naming the first bad value."""
-    for name in ("horizon", "iterations", "replan_every", "episodes", "steps", "goal_steps"):
+    for name in ("horizon", "iterations", "replan_every", "episodes", "steps", "goal_steps", "workers"):
         check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
     check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")
     check(cfg.elites >= 2, "plan.elites", cfg.elites, "must be >= 2 (the cross-entropy method refits a spread)")
     check(cfg.elites <= cfg.samples, "plan.elites", cfg.elites, f"must be <= plan.samples={cfg.samples}")
     check(cfg.replan_every <= cfg.horizon, "plan.replan_every", cfg.replan_every,
           f"must be <= plan.horizon={cfg.horizon} (a plan holds horizon pushes)")
+    check(cfg.oracle_samples >= 2, "plan.oracle_samples", cfg.oracle_samples, "must be >= 2")
     check(cfg.temperature > 0, "plan.temperature", cfg.temperature, "must be > 0")
     check(cfg.gd_lr > 0, "plan.gd_lr", cfg.gd_lr, "must be > 0")
     check(cfg.gd_starts >= 1, "plan.gd_starts", cfg.gd_starts, "must be >= 1")

@@ -96,6 +96,8 @@ class DataConfig:
     #                           the second view is a frame 1..k frames later in the same sequence
     frame_skip: int = 1  # data.dataset "episodes": keep every k-th frame; the k actions between two kept frames
     #                      become one action (concatenated)
+    relative_actions: bool = False  # data.dataset "episodes": actions as the agent's target minus its position
+    #                                 (environments whose spec has relative_to: Push-T; vicreg.envs.action_units)
     video: VideoConfig = field(default_factory=VideoConfig)  # data.dataset "sprites"
 
 
@@ -217,6 +219,9 @@ class PlanConfig:
     success_distance: float = 3.0  # pixels between the sprite's final position and its position in the goal frame
     goal_steps: int = 25  # environments (a run on collected episodes): the goal is the state this many environment
     #                       steps after the start in a held-out episode; success thresholds: vicreg.envs.specs
+    oracle_samples: int = 32  # environments: the oracle's candidates per task and iteration (each one simulated
+    #                           by the environment itself: about 1000 times a predictor roll-out's cost)
+    workers: int = 2  # environments: processes that simulate the oracle's candidates
     seed: int = 0  # episodes, leaves and the planners' sampling
     device: str = "auto"
 

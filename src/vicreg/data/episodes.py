@@ -3,8 +3,9 @@ frame encoder trains on (``data.dataset episodes``, temporal views) and what the
 
 The folder's episodes are split in order: the last ``data.test_fraction`` of them (at least one) are the test
 split. Every ``data.frame_skip``-th frame is kept, resized to ``data.image_size`` (bilinear, anti-aliased, kept as
-bytes); the ``frame_skip`` actions between two kept frames become one action (concatenated), each scaled from the
-environment's action box to [-1, 1]. Episodes that ended early (fewer frames than the folder's steps give) are left
+bytes); the ``frame_skip`` actions between two kept frames become one action (concatenated), each in the model's units: the
+environment's action box scaled to [-1, 1], or with ``data.relative_actions`` relative to the agent's position
+(:mod:`vicreg.envs.action_units`). Episodes that ended early (fewer frames than the folder's steps give) are left
 out, so that all sequences have one length. Where the environment's spec names positions in its state (Push-T:
 the pusher and the block), they are the sequences' ``positions`` (the probes' targets), their frame-to-frame
 differences the ``velocities``; the whole state is kept as ``states``.
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..envs.episodes import EpisodeFolder, scale_actions
+from ..envs.action_units import action_units
+from ..envs.episodes import EpisodeFolder
 from ..envs.specs import spec_of
 from ..image_ops import resize_uint8
 from .dataset import ImageDataset, Log
@@ -61,7 +63,7 @@ def load_episode_sequences(cfg: DataConfig, split: str, log: Log = quiet) -> Seq
     steps = meta["steps"] // k * k
     if steps < k:
         raise ValueError(f"data.frame_skip={k} is larger than the episodes' {meta['steps']} steps")
-    low, high = np.asarray(meta["action_low"], np.float32), np.asarray(meta["action_high"], np.float32)
+    units = action_units(meta, spec, cfg.relative_actions)
     frames, actions, states, short = [], [], [], 0
     for i in _split_indices(folder, cfg, split):
         ep = folder.read(i)
@@ -70,8 +72,8 @@ def load_episode_sequences(cfg: DataConfig, split: str, log: Log = quiet) -> Seq
             continue
         kept = torch.from_numpy(ep.frames[:steps + 1:k]).permute(0, 3, 1, 2)  # (L, 3, H, W)
         frames.append(resize_uint8(kept, size))
-        scaled = scale_actions(ep.actions[:steps], low, high)
-        grouped = np.concatenate([scaled.reshape(steps // k, -1), np.zeros((1, k * len(low)), np.float32)])
+        scaled = units.to_model(ep.actions[:steps], None if ep.states is None else ep.states[:steps])
+        grouped = np.concatenate([scaled.reshape(steps // k, -1), np.zeros((1, scaled.shape[1] * k), np.float32)])
         actions.append(torch.from_numpy(grouped))
         if ep.states is not None:
             states.append(torch.from_numpy(ep.states[:steps + 1:k]))

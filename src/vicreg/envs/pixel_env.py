@@ -67,16 +67,18 @@ class PixelEnv:
     ``options={"reset_to_state": state}`` (Push-T does). ``done`` is Gymnasium's terminated or truncated.
     """
 
-    def __init__(self, env_id: str, env, spec: EnvSpec):
-        self.env_id, self.env, self.spec = env_id, env, spec
-        self.key = image_key(env_id, env.observation_space)
+    def __init__(self, env_id: str, env, spec: EnvSpec, frames: bool = True):
+        self.env_id, self.env, self.spec, self.frames = env_id, env, spec, frames
+        self.key = image_key(env_id, env.observation_space) if frames else None
         self.frame_shape = tuple(env.observation_space[self.key].shape if self.key else env.observation_space.shape)
         space = env.action_space
         self.action_low = np.asarray(space.low, dtype=np.float32).reshape(-1)
         self.action_high = np.asarray(space.high, dtype=np.float32).reshape(-1)
         self._reset_once = False
 
-    def _frame(self, obs) -> np.ndarray:
+    def _frame(self, obs) -> np.ndarray | None:
+        if not self.frames:
+            return None
         return np.ascontiguousarray(obs if self.key is None else obs[self.key], dtype=np.uint8)
 
     def _state(self, info: dict) -> np.ndarray | None:
@@ -111,15 +113,21 @@ class PixelEnv:
         self.env.close()
 
 
-def open_env(env_id: str, max_steps: int | None = None) -> PixelEnv:
+def open_env(env_id: str, max_steps: int | None = None, physics_only: bool = False) -> PixelEnv:
     """``gymnasium.make(env_id)`` with vicreg's settings for it (:mod:`vicreg.envs.specs`), rendering headless,
-    checked: an unknown id, observations without an RGB image or actions that are not a Box end in one line."""
+    checked: an unknown id, observations without an RGB image or actions that are not a Box end in one line.
+    ``physics_only``: the spec's copy that renders nothing (frames are None), for simulating plans."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (Push-T) draws without a screen
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     gym = _gymnasium()
     _register(gym, env_id)
     spec = spec_of(env_id)
     kwargs = dict(spec.make_kwargs)
+    if physics_only:
+        if spec.physics_kwargs is None or spec.state_of is None and not spec.state_keys:
+            raise ValueError(f"environment {env_id!r} has no copy without rendering whose state vicreg can read and "
+                             f"set (vicreg.envs.specs: physics_kwargs, a state): the oracle cannot simulate it")
+        kwargs.update(spec.physics_kwargs)
     if max_steps is not None:
         kwargs["max_episode_steps"] = max_steps
     try:
@@ -132,7 +140,7 @@ def open_env(env_id: str, max_steps: int | None = None) -> PixelEnv:
         raise ValueError(f"environment {env_id!r} has {env.action_space} actions: the world model plans "
                          f"continuous actions (a gymnasium Box)")
     try:
-        return PixelEnv(env_id, env, spec)
+        return PixelEnv(env_id, env, spec, frames=not physics_only)
     except ValueError:
         env.close()
         raise

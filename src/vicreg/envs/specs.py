@@ -64,6 +64,11 @@ class EnvSpec:
     object_angle: int | None = None  # entry of the state that is the object's angle (radians)
     success_distance: float = 20.0  # planning succeeds with the object within this distance of its goal position
     success_angle: float = float(np.pi / 9)  # ... and its angle within this of the goal's (where it has one)
+    relative_to: tuple[int, int] | None = None  # entries of the state that actions can be relative to (the agent's
+    #                                             position, where an action is its target: vicreg.envs.action_units)
+    relative_scale: float = 1.0  # relative actions: pixels per unit
+    physics_kwargs: dict | None = None  # gymnasium.make arguments of a copy without rendering (the oracle's)
+    world_size: float | None = None  # the side of the world that a frame shows, in the state's units (pictures)
 
 
 ENV_SPECS: dict[str, EnvSpec] = {
@@ -74,7 +79,9 @@ ENV_SPECS: dict[str, EnvSpec] = {
         make_kwargs={"obs_type": "pixels_agent_pos", "render_mode": "rgb_array"},
         state_of=pusht_state, object_dims=(2, 3, 4), object_xy=(2, 3), policy="waypoints",
         reset_state=pusht_reset_state, after_reset=pusht_restore_velocities, positions=((0, 1), (2, 3)),
-        agent_xy=(0, 1), object_angle=4,
+        agent_xy=(0, 1), object_angle=4, relative_to=(0, 1),
+        relative_scale=128.0,  # waypoints' targets: 99 % within 135 px of the pusher on each axis, std 37
+        physics_kwargs={"obs_type": "state"}, world_size=512.0,  # 3,400 steps/s on one core, against 610 rendering 96x96 frames
         success_distance=20.0, success_angle=float(np.pi / 9)),  # DINO-WM's Push-T success: 20 px, 20 degrees
     # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
     "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1), positions=((0, 1),),

@@ -37,6 +37,7 @@ PREDICTOR_HISTORY = "history.csv"
 PLAN = "plan"  # vicreg plan's folder, holding config.yaml and:
 PLAN_REPORT = "plan.json"
 PIXEL_PREDICTOR = "pixel_predictor.pt"  # the pixel baseline's predictor
+STATE_PREDICTOR = "state_predictor.pt"  # the state baseline's predictor (environments)
 
 METRIC_COLUMNS = ["step", "epoch", "lr", "loss", "invariance", "variance", "covariance", "images_per_s"]
 LOSS_COLUMNS = METRIC_COLUMNS[3:7]

@@ -30,10 +30,22 @@ from .action_search import Cost, plan
 from .env import SpriteEnv
 from .predictor import EmbeddingNorm
 
-__all__ = ["Outcome", "rollout_cost", "simulator_cost", "ModelController", "OracleController", "RandomController",
-           "run_episodes", "open_loop_path", "frozen"]
+__all__ = ["Outcome", "roll_out", "rollout_cost", "simulator_cost", "PlanningController", "ModelController", "OracleController",
+           "RandomController", "run_episodes", "open_loop_path", "frozen"]
 
 Encode = Callable[[Tensor], Tensor]  # uint8 frames (N, C, H, W) -> embeddings (N, E) on the model's device
+
+
+def roll_out(model: nn.Module, context: Tensor, actions: Tensor) -> Tensor:
+    """The predictor's roll-out: standardised embeddings (M, k, E) of the last k frames and the actions (M, k - 1 + H,
+    A) (the k - 1 between them, then H ahead) -> the H predicted embeddings (M, H, E), each fed back as context."""
+    k = context.shape[1]
+    preds = []
+    for j in range(actions.shape[1] - k + 1):
+        pred = model(context, actions[:, j:j + k])
+        preds.append(pred)
+        context = torch.cat([context[:, 1:], pred[:, None]], dim=1)
+    return torch.stack(preds, 1)
 
 
 def rollout_cost(model: nn.Module, context: Tensor, past: Tensor, goal: Tensor) -> Cost:
@@ -45,13 +57,8 @@ def rollout_cost(model: nn.Module, context: Tensor, past: Tensor, goal: Tensor) 
         _, s, h, a = actions.shape
         ctx = context[:, None].expand(n, s, k, e).reshape(n * s, k, e)
         acts = torch.cat([past[:, None].expand(n, s, k - 1, a), actions], dim=2).reshape(n * s, k - 1 + h, a)
-        target = goal[:, None].expand(n, s, e).reshape(n * s, e)
-        total = torch.zeros(n * s, device=context.device)
-        for j in range(h):
-            pred = model(ctx, acts[:, j:j + k])
-            total = total + (pred - target).pow(2).mean(-1)
-            ctx = torch.cat([ctx[:, 1:], pred[:, None]], dim=1)
-        return (total / h).view(n, s)
+        preds = roll_out(model, ctx, acts)  # (N S, H, E)
+        return (preds - goal.repeat_interleave(s, 0)[:, None]).pow(2).mean(-1).mean(-1).view(n, s)
 
     return cost
 
@@ -79,7 +86,7 @@ def open_loop_path(p: Tensor, v: Tensor, actions: Tensor, env: SpriteEnv) -> Ten
     return torch.stack(path, dim=-2)
 
 
-class _Planning:
+class PlanningController:
     """What every planning controller shares: its settings, the previous plan (shifted: the warm start) and a
     generator on its device."""
 
@@ -113,7 +120,7 @@ def frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-class ModelController(_Planning):
+class ModelController(PlanningController):
     """Plans with a predictor over embeddings given by ``encode`` (a VICReg encoder, or pixels). Leaves the
     caller's model and norm as they were."""
 
@@ -146,8 +153,17 @@ class ModelController(_Planning):
         with frozen(self.model):
             return self.search(self.cost(), self.goal.shape[0])
 
+    @torch.no_grad()
+    def imagine(self, actions: Tensor) -> Tensor:
+        """What the predictor expects of pushes (n, H, A) for the first n episodes, from what was observed:
+        standardised embeddings (n, H, E)."""
+        n, actions = actions.shape[0], actions.to(self.device)
+        past = torch.stack(self.actions, 1)[:n] if self.k > 1 else actions.new_zeros(n, 0, self.action_dim)
+        with frozen(self.model):
+            return roll_out(self.model, torch.stack(self.embeddings, 1)[:n], torch.cat([past, actions], 1))
 
-class OracleController(_Planning):
+
+class OracleController(PlanningController):
     """Plans with the simulator's true physics from the true state: the ceiling for a planner."""
 
     def start(self, env: SpriteEnv, goal_frames: Tensor) -> None:

@@ -7,159 +7,161 @@ planner's first frames are ones the environment produced; the goal is the frame 
 ``plan.goal_steps`` environment steps after the start (rendered by the environment from that state). Every method
 then gets as many environment steps as the episode took to get there. Success, as the environment's spec states it
 (:mod:`vicreg.envs.specs`; Push-T: DINO-WM's, the block within 20 px and 20 degrees of its goal pose); the agent's
-distance to its goal position is reported too. Methods: the world model (CEM, MPPI or gradient descent over the
-predictor's roll-outs, re-planning from the frames the environment returns), the same predictor trained on pooled
-pixels (what the encoder adds), random actions (the floor), and the
-episode's own actions replayed open loop (reaches the goal up to the simulator's determinism and the velocities a
-reset to a state cannot restore: a check of the protocol).
+distance to its goal position is reported too. Methods, all on the same tasks:
+
+- ``world model``: CEM, MPPI or gradient descent over the predictor's roll-outs of the encoder's embeddings,
+  re-planning from the frames the environment returns;
+- ``pixels``: the same predictor trained on pooled pixels (what the encoder adds);
+- ``states``: the same predictor trained on the true poses (:mod:`.state_baseline`: a perfect encoder);
+- ``oracle``: the same planner with the environment itself as the model, from the true state (:mod:`.env_oracle`:
+  the ceiling);
+- ``random``: actions drawn uniformly from the planners' box (the floor);
+- ``replay``: the episode's own actions replayed open loop (reaches the goal up to the simulator's determinism and
+  the contact state a reset cannot restore: a check of the protocol).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..config import PlanConfig, save_yaml
 from ..data.episodes import load_episode_sequences
-from ..envs import EpisodeFolder, open_env
-from ..envs.episodes import unscale_actions
-from ..envs.specs import EnvSpec, spec_of
-from ..image_ops import resize_uint8
+from ..data.video import Sequences
+from ..envs import EpisodeFolder
+from ..envs.action_units import action_units
+from ..envs.simulate import Simulator
+from ..envs.specs import spec_of
+from ..loaded_run import LoadedRun
 from ..rundir import CONFIG, PLAN, PLAN_REPORT, write_json
 from .closed_loop import ModelController, RandomController
+from .env_figures import env_plan_figures
+from .env_oracle import EnvOracle
+from .env_tasks import EnvEpisodes, plan_tasks, score_states
+from .fit import FitResult
 from .pixel_baseline import pixel_embedding, pixel_predictor
 from .predictor_commands import load_run_with_predictor
 from .sequences import embed_frames
+from .state_baseline import state_features, state_predictor
 
-__all__ = ["ENV_METHODS", "EnvEpisodes", "format_env_plan_table", "plan_env_run", "score_states"]
+__all__ = ["ENV_METHODS", "SHOWN", "EnvOutcome", "format_env_plan_table", "plan_env_run"]
 
-ENV_METHODS = ("world model", "pixels", "random", "replay")
-
-
-class EnvEpisodes:
-    """N environments stepped side by side; actions come as the predictor sees them ((N, k A) in [-1, 1]: the k
-    skipped steps' actions scaled from the action box) and are executed as k environment steps each."""
-
-    def __init__(self, env_id: str, n: int, size: int, skip: int, low: np.ndarray, high: np.ndarray):
-        self.envs = [open_env(env_id) for _ in range(n)]
-        self.size, self.skip, self.low, self.high = size, skip, low, high
-        self.frames: list[np.ndarray] = []
-        self.states: list[np.ndarray] = []
-
-    def __len__(self) -> int:
-        return len(self.envs)
-
-    def reset(self, states: np.ndarray) -> None:
-        got = [env.reset(state=s) for env, s in zip(self.envs, states)]
-        self.frames, self.states = [g[0] for g in got], [g[1] for g in got]
-
-    def render(self, states: np.ndarray) -> Tensor:
-        """The frames of ``states`` (as observations), leaving the environments in those states."""
-        self.reset(states)
-        return self.observe()
-
-    def observe(self) -> Tensor:
-        frames = torch.from_numpy(np.stack(self.frames)).permute(0, 3, 1, 2)
-        return resize_uint8(frames, self.size)
-
-    def step(self, actions: Tensor) -> None:
-        a = unscale_actions(actions.detach().cpu().numpy().reshape(len(self), self.skip, -1).clip(-1, 1),
-                            self.low, self.high)
-        for i, env in enumerate(self.envs):
-            for j in range(self.skip):
-                self.frames[i], self.states[i], _ = env.step(a[i, j])
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
+ENV_METHODS = ("world model", "pixels", "states", "oracle", "random", "replay")
+SHOWN = 4  # tasks whose frames and paths are kept for the pictures
 
 
-def _angle(a: np.ndarray) -> np.ndarray:
-    return np.abs((a + np.pi) % (2 * np.pi) - np.pi)
+@dataclass
+class EnvOutcome:
+    """One method on the tasks: its summary (plan.json) and, for the first SHOWN tasks, the true states after
+    every kept step from the start on (SHOWN, goal_k + 1, S), the last frames, uint8 (SHOWN, H, W, 3), and for a
+    predictor's method its first plan (SHOWN, horizon, A) with what the predictor expected of it (standardised
+    embeddings, (SHOWN, horizon, E))."""
+
+    summary: dict
+    path: np.ndarray
+    final_frames: np.ndarray
+    first_plan: torch.Tensor | None = None
+    imagined: torch.Tensor | None = None
 
 
-def score_states(states: np.ndarray, goals: np.ndarray, spec: EnvSpec) -> dict[str, np.ndarray]:
-    """Per episode: the object's distance and angle to its goal pose, the agent's distance, and success."""
-    obj = list(spec.object_xy)
-    out = {"object_distance": np.linalg.norm(states[:, obj] - goals[:, obj], axis=1)}
-    ok = out["object_distance"] < spec.success_distance
-    if spec.object_angle is not None:
-        out["object_angle"] = _angle(states[:, spec.object_angle] - goals[:, spec.object_angle])
-        ok &= out["object_angle"] < spec.success_angle
-    if spec.agent_xy is not None:
-        out["agent_distance"] = np.linalg.norm(states[:, list(spec.agent_xy)] - goals[:, list(spec.agent_xy)], axis=1)
-    out["success"] = ok
-    return out
+@dataclass
+class _Tasks:
+    """What every method is run on: the environments, the held-out sequences and the tasks in them, the goals."""
+
+    envs: EnvEpisodes
+    test: Sequences
+    tasks: np.ndarray
+    goal_k: int
+    context: int
+    goal_frames: torch.Tensor
+    goal_states: np.ndarray
 
 
-def _tasks(n_seq: int, length: int, context: int, goal_k: int, count: int, seed: int) -> np.ndarray:
-    """(count, 2): a held-out sequence and a start time in it (kept frames), with room for the context before
-    and the goal after; seeded, spread over the sequences."""
-    first, last = context - 1, length - 1 - goal_k
-    if last < first:
-        raise ValueError(f"the held-out sequences have {length} kept frames: too few for a context of {context} "
-                         f"and a goal {goal_k} kept frames ahead (lower plan.goal_steps or collect longer episodes)")
-    rng = np.random.default_rng(seed)
-    seqs = np.arange(count) % n_seq
-    return np.stack([seqs, rng.integers(first, last + 1, size=count)], axis=1)
+def _controller(method: str, t: _Tasks, cfg: PlanConfig, run: LoadedRun, fit: FitResult, baselines: dict,
+                sim: Simulator | None):
+    """(controller, what it observes after every step (a function of nothing), its goal) for ``method``."""
+    envs, dev = t.envs, run.device
+    if method in ("world model", "pixels"):
+        encode = partial(embed_frames, run) if method == "world model" else (lambda f: pixel_embedding(f).to(dev))
+        model = fit if method == "world model" else baselines["pixels"]
+        return ModelController(encode, model.model, model.norm, cfg, 1.0, dev), envs.observe, t.goal_frames
+    if method == "states":
+        features = partial(state_features, spec=envs.spec)
+        controller = ModelController(lambda x: x.to(dev), baselines["states"].model, baselines["states"].norm, cfg,
+                                     1.0, dev)
+        return controller, lambda: features(envs.true_states()), features(t.goal_states)
+    if method == "oracle":
+        return EnvOracle(cfg, sim, fit.action_dim), None, t.goal_states
+    if method == "random":
+        return RandomController(cfg, 1.0, fit.action_dim), None, None
+    return None, None, None  # replay
 
 
-def _run_method(method: str, envs: EnvEpisodes, test, tasks: np.ndarray, goal_k: int, context: int,
-                cfg: PlanConfig, run, fit, pixel, goal_frames: Tensor, goal_states: np.ndarray) -> dict:
-    rows, starts = tasks[:, 0], tasks[:, 1]
+def _run_method(method: str, t: _Tasks, cfg: PlanConfig, controller, view, goal) -> EnvOutcome:
+    envs, test, context = t.envs, t.test, t.context
+    rows, starts = t.tasks[:, 0], t.tasks[:, 1]
     envs.reset(test.states[rows, starts - context + 1].numpy())
-    controller = None
-    if method == "world model":
-        controller = ModelController(partial(embed_frames, run), fit.model, fit.norm, cfg, 1.0, run.device)
-    elif method == "pixels":
-        controller = ModelController(lambda f: pixel_embedding(f).to(run.device), pixel.model, pixel.norm, cfg,
-                                     1.0, run.device)
-    elif method == "random":
-        controller = RandomController(cfg, 1.0, fit.action_dim)
+
+    def observe(action) -> None:
+        if controller is not None:
+            controller.observe(view() if view is not None else None, action)
+
     if controller is not None:
-        controller.start(envs, goal_frames)
-        controller.observe(envs.observe(), None)
+        controller.start(envs, goal)
+    observe(None)
     for i in range(context - 1):  # the recorded actions up to the start: the context, as the environment makes it
         a = test.actions[rows, starts - context + 1 + i]
         envs.step(a)
-        if controller is not None:
-            controller.observe(envs.observe(), a)
-    seconds, actions = [], None
-    for t in range(goal_k):
+        observe(a)
+    path = [envs.true_states()[:SHOWN]]
+    seconds, actions, first, imagined = [], None, None, None
+    for step in range(t.goal_k):
         if method == "replay":
-            a = test.actions[rows, starts + t]
+            a = test.actions[rows, starts + step]
         else:
-            if t % cfg.replan_every == 0:
+            if step % cfg.replan_every == 0:
                 t0 = time.perf_counter()
                 actions = controller.plan()
                 seconds.append(time.perf_counter() - t0)
-            a = actions[:, t % cfg.replan_every]
+                if step == 0 and isinstance(controller, ModelController):
+                    first = actions[:SHOWN]
+                    imagined = controller.imagine(first).cpu()
+            a = actions[:, step % cfg.replan_every]
         envs.step(a)
-        if controller is not None:
-            controller.observe(envs.observe(), a)
-    scores = score_states(np.stack(envs.states), goal_states, envs.envs[0].spec)
-    summary = {"episodes": len(tasks), "success_rate": float(scores["success"].mean())}
+        observe(a)
+        path.append(envs.true_states()[:SHOWN])
+    scores = score_states(envs.true_states(), t.goal_states, envs.spec)
+    summary = {"episodes": len(t.tasks), "success_rate": float(scores["success"].mean())}
     for key, values in scores.items():
         if key != "success":
             summary[f"mean_{key}"] = float(values.mean())
     calls = seconds[1:] if len(seconds) > 1 else seconds
     summary["plan_seconds"] = float(np.mean(calls)) if calls else 0.0
-    return summary
+    return EnvOutcome(summary, np.stack(path, 1), np.stack(envs.frames[:SHOWN]), first, imagined)
+
+
+def _baselines(methods, run: LoadedRun, fit: FitResult, spec, out: Path, log) -> dict:
+    found = {}
+    if "pixels" in methods:
+        found["pixels"] = pixel_predictor(run, fit, out, log)
+    if "states" in methods:
+        found["states"] = state_predictor(run, fit, spec, out, log)
+    return found
 
 
 def plan_env_run(run_dir: Path | str, cfg: PlanConfig, methods=ENV_METHODS, log=print) -> dict:
     """Plan in the environment of a run on collected episodes with each of ``methods`` on ``cfg.episodes`` tasks
-    (module docstring); writes run_dir/plan/ and returns plan.json's content."""
+    (module docstring); writes run_dir/plan/ (plan.json, config.yaml, the pictures of
+    :mod:`.env_figures`) and returns plan.json's content."""
     run_dir = Path(run_dir)
     unknown = [m for m in methods if m not in ENV_METHODS]
     if unknown:
-        raise ValueError(f"method {unknown[0]!r} is not available in an environment yet: expected some of "
+        raise ValueError(f"method {unknown[0]!r} is not available in an environment: expected some of "
                          f"{', '.join(ENV_METHODS)}")
     start = time.perf_counter()
     run, fit = load_run_with_predictor(run_dir, cfg.device)
@@ -169,36 +171,47 @@ def plan_env_run(run_dir: Path | str, cfg: PlanConfig, methods=ENV_METHODS, log=
     skip = data.frame_skip
     if cfg.goal_steps % skip:
         raise ValueError(f"plan.goal_steps={cfg.goal_steps} is not a multiple of the run's data.frame_skip={skip}")
-    goal_k, context = cfg.goal_steps // skip, fit.cfg.context
     test = load_episode_sequences(data, "test")
     if test.states is None:
         raise ValueError(f"the episodes in {data.data_dir} hold no states: goals and success need them")
     meta = EpisodeFolder(data.data_dir).meta
+    spec = spec_of(meta["env_id"])
     out = run_dir / PLAN
     out.mkdir(exist_ok=True)
-    pixel = pixel_predictor(run, fit, out, log) if "pixels" in methods else None
-    tasks = _tasks(len(test), test.frames.shape[1], context, goal_k, cfg.episodes, cfg.seed)
-    envs = EnvEpisodes(meta["env_id"], cfg.episodes, test.frames.shape[-1], skip,
-                       np.asarray(meta["action_low"]), np.asarray(meta["action_high"]))
+    baselines = _baselines(methods, run, fit, spec, out, log)
+    goal_k, context = cfg.goal_steps // skip, fit.cfg.context
+    tasks = plan_tasks(len(test), test.frames.shape[1], context, goal_k, cfg.episodes, cfg.seed)
+    units = action_units(meta, spec, data.relative_actions)
+    envs = EnvEpisodes(meta["env_id"], cfg.episodes, test.frames.shape[-1], skip, units)
+    sim = Simulator(meta["env_id"], cfg.workers) if "oracle" in methods else None
     try:
         goal_states = test.states[tasks[:, 0], tasks[:, 1] + goal_k].numpy()
         goal_frames = envs.render(goal_states)
-        results = {}
+        t = _Tasks(envs, test, tasks, goal_k, context, goal_frames, goal_states)
+        shown_goal = np.stack(envs.frames[:SHOWN])
+        envs.reset(test.states[tasks[:SHOWN, 0], tasks[:SHOWN, 1]].numpy())
+        shown_start = np.stack(envs.frames[:SHOWN])
+        results, outcomes = {}, {}
         for method in methods:
             t0 = time.perf_counter()
-            results[method] = _run_method(method, envs, test, tasks, goal_k, context, cfg, run, fit, pixel,
-                                          goal_frames, goal_states)
-            log(f"{method}: success {100 * results[method]['success_rate']:5.1f} % of {cfg.episodes} tasks, "
-                f"object {results[method]['mean_object_distance']:.1f} px from its goal on average "
+            outcomes[method] = outcome = _run_method(method, t, cfg, *_controller(method, t, cfg, run, fit, baselines,
+                                                                                   sim))
+            results[method] = outcome.summary
+            log(f"{method}: success {100 * outcome.summary['success_rate']:5.1f} % of {cfg.episodes} tasks, "
+                f"object {outcome.summary['mean_object_distance']:.1f} px from its goal on average "
                 f"({time.perf_counter() - t0:.1f} s)")
+        title = f"{meta['env_id']}, goal {cfg.goal_steps} steps ahead"
+        figures = env_plan_figures(outcomes, shown_start, shown_goal, goal_states, spec, envs, run, fit, test, out,
+                                   title)
     finally:
         envs.close()
-    spec = spec_of(meta["env_id"])
+        if sim is not None:
+            sim.close()
     save_yaml(cfg, out / CONFIG)
     report = {"run_dir": str(run_dir), "env_id": meta["env_id"], "plan": asdict(cfg), "context": context,
-              "goal_steps": cfg.goal_steps, "frame_skip": skip,
+              "goal_steps": cfg.goal_steps, "frame_skip": skip, "relative_actions": data.relative_actions,
               "success": {"object_distance": spec.success_distance, "object_angle_rad": spec.success_angle},
-              "results": results, "device": str(run.device), "seconds": round(time.perf_counter() - start, 2)}
+              "results": results, "figures": [str(p) for p in figures], "device": str(run.device), "seconds": round(time.perf_counter() - start, 2)}
     write_json(out / PLAN_REPORT, report)
     return report
 

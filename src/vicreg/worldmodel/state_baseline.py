@@ -1,0 +1,58 @@
+"""The state baseline of planning in an environment: the world model's predictor, trained the same way on the
+environment's true state instead of the encoder's embedding (planning with a perfect encoder). Beside the world
+model it measures what the encoder loses; beside the oracle, what learning the dynamics from the data loses.
+
+The state it sees is the pose of things, as the spec names them (:mod:`vicreg.envs.specs`): each position's (x, y)
+and the object's angle as (cos, sin) (so that a turn is one distance however many times it wrapped); velocities
+are left to the predictor's context of frames, as they are for the embedding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..envs.specs import EnvSpec
+from ..loaded_run import LoadedRun
+from ..rundir import STATE_PREDICTOR
+from .fit import FitResult, fit_predictor, load_predictor, save_predictor
+from .sequences import actions_of, load_sequences
+
+__all__ = ["state_features", "state_predictor"]
+
+
+def state_features(states: Tensor, spec: EnvSpec) -> Tensor:
+    """True states (..., S) -> the baseline's features (..., F), float32 (module docstring)."""
+    states = torch.as_tensor(states, dtype=torch.float64)
+    parts = [states[..., list(xy)] for xy in spec.positions]
+    if spec.object_angle is not None:
+        angle = states[..., spec.object_angle]
+        parts.append(torch.stack([angle.cos(), angle.sin()], dim=-1))
+    if not parts:
+        raise ValueError("the state baseline needs an environment whose spec names positions in its state")
+    return torch.cat(parts, dim=-1).float()
+
+
+def state_predictor(run: LoadedRun, fit: FitResult, spec: EnvSpec, out: Path, log: Callable[[str], None]) -> FitResult:
+    """The state baseline: the world model's predictor architecture and training on :func:`state_features`; trained
+    once and kept in plan/state_predictor.pt (retrained when the world model's predictor settings change)."""
+    path = out / STATE_PREDICTOR
+    if path.exists():
+        cached = load_predictor(path, run.device)
+        if cached.cfg == fit.cfg:
+            return cached
+    t0 = time.perf_counter()
+    train, test = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
+    if train.states is None:
+        raise ValueError("the state baseline needs episodes that hold the environment's states")
+    result = fit_predictor(state_features(train.states, spec), fit.cfg, actions=actions_of(train, fit.cfg),
+                           val=state_features(test.states, spec), val_actions=actions_of(test, fit.cfg),
+                           device=run.device, log=lambda _: None)
+    save_predictor(result, path)
+    log(f"trained the state baseline's predictor ({fit.cfg.model}, {result.dim}-D true poses, {fit.cfg.epochs} "
+        f"epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE {result.history[-1]['val_loss']:.4f}")
+    return result
