@@ -3,10 +3,10 @@ frame encoder trains on (``data.dataset episodes``, temporal views) and what the
 
 The folder's episodes are split in order: the last ``data.test_fraction`` of them (at least one) are the test
 split. Every ``data.frame_skip``-th frame is kept, resized to ``data.image_size`` (bilinear, anti-aliased, kept as
-bytes); the ``frame_skip`` actions between two kept frames become one action (concatenated), each in the model's units: the
-environment's action box scaled to [-1, 1], or with ``data.relative_actions`` relative to the agent's position
-(:mod:`vicreg.envs.action_units`). Episodes that ended early (fewer frames than the folder's steps give) are left
-out, so that all sequences have one length. Where the environment's spec names positions in its state (Push-T:
+bytes); the ``frame_skip`` actions between two kept frames become one action (concatenated), each in the model's
+units: the environment's action box scaled to [-1, 1], or with ``data.relative_actions`` relative to the agent's
+position (:mod:`vicreg.envs.action_units`). Episodes that ended early (fewer frames than the folder's steps give)
+are left out, so that all sequences have one length. Where the environment's spec names positions in its state (Push-T:
 the pusher and the block), they are the sequences' ``positions`` (the probes' targets), their frame-to-frame
 differences the ``velocities``; the whole state is kept as ``states``.
 """

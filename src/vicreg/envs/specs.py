@@ -81,7 +81,8 @@ ENV_SPECS: dict[str, EnvSpec] = {
         reset_state=pusht_reset_state, after_reset=pusht_restore_velocities, positions=((0, 1), (2, 3)),
         agent_xy=(0, 1), object_angle=4, relative_to=(0, 1),
         relative_scale=128.0,  # waypoints' targets: 99 % within 135 px of the pusher on each axis, std 37
-        physics_kwargs={"obs_type": "state"}, world_size=512.0,  # 3,400 steps/s on one core, against 610 rendering 96x96 frames
+        physics_kwargs={"obs_type": "state"},  # 3,400 steps/s on one core, against 610 rendering 96x96 frames
+        world_size=512.0,
         success_distance=20.0, success_angle=float(np.pi / 9)),  # DINO-WM's Push-T success: 20 px, 20 degrees
     # our sprite world: a digit pushed by the actions (vicreg.envs.sprites), state (x, y, vx, vy) of the digit
     "vicreg/Sprites-v0": EnvSpec(state_keys=("state",), object_dims=(0, 1), object_xy=(0, 1), positions=((0, 1),),

@@ -38,7 +38,6 @@ from .layout import (
     METRIC_COLUMNS,
     METRICS,
     PIXEL_PREDICTOR,
-    STATE_PREDICTOR,
     PLAN,
     PLAN_REPORT,
     PLOTS,
@@ -48,6 +47,7 @@ from .layout import (
     PREDICTOR_WEIGHTS,
     RUN_FILES,
     RUN_FORMAT,
+    STATE_PREDICTOR,
     SUMMARY,
     TENSORBOARD,
     create_run_dir,
@@ -69,8 +69,8 @@ from .readers import (
 
 __all__ = [
     "CHECKPOINT", "CONFIG", "DIAGNOSTICS", "EVAL", "FORMAT", "KNN", "LOG", "LOSS_COLUMNS", "METRIC_COLUMNS", "METRICS",
-    "PIXEL_PREDICTOR", "STATE_PREDICTOR", "PLAN", "PLAN_REPORT", "PLOTS", "PREDICTOR", "PREDICTOR_ENCODER", "PREDICTOR_HISTORY",
-    "PREDICTOR_WEIGHTS", "RUN_FILES", "RUN_FORMAT", "SUMMARY", "TENSORBOARD",
+    "PIXEL_PREDICTOR", "STATE_PREDICTOR", "PLAN", "PLAN_REPORT", "PLOTS", "PREDICTOR", "PREDICTOR_ENCODER",
+    "PREDICTOR_HISTORY", "PREDICTOR_WEIGHTS", "RUN_FILES", "RUN_FORMAT", "SUMMARY", "TENSORBOARD",
     "MetricsWriter", "RunLock", "RunLog", "atomic_save", "atomic_write", "check_writable", "create_run_dir",
     "is_finished", "load_checkpoint", "read_config", "read_config_dict", "read_diagnostics", "read_json", "read_knn",
     "read_metrics", "read_summary", "rng_state", "run_format", "same_config", "save_checkpoint", "trim_to_step",

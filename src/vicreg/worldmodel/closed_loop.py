@@ -30,8 +30,8 @@ from .action_search import Cost, plan
 from .env import SpriteEnv
 from .predictor import EmbeddingNorm
 
-__all__ = ["Outcome", "roll_out", "rollout_cost", "simulator_cost", "PlanningController", "ModelController", "OracleController",
-           "RandomController", "run_episodes", "open_loop_path", "frozen"]
+__all__ = ["Outcome", "roll_out", "rollout_cost", "simulator_cost", "PlanningController", "ModelController",
+           "OracleController", "RandomController", "run_episodes", "open_loop_path", "frozen"]
 
 Encode = Callable[[Tensor], Tensor]  # uint8 frames (N, C, H, W) -> embeddings (N, E) on the model's device
 

@@ -211,7 +211,8 @@ def plan_env_run(run_dir: Path | str, cfg: PlanConfig, methods=ENV_METHODS, log=
     report = {"run_dir": str(run_dir), "env_id": meta["env_id"], "plan": asdict(cfg), "context": context,
               "goal_steps": cfg.goal_steps, "frame_skip": skip, "relative_actions": data.relative_actions,
               "success": {"object_distance": spec.success_distance, "object_angle_rad": spec.success_angle},
-              "results": results, "figures": [str(p) for p in figures], "device": str(run.device), "seconds": round(time.perf_counter() - start, 2)}
+              "results": results, "figures": [str(p) for p in figures], "device": str(run.device),
+              "seconds": round(time.perf_counter() - start, 2)}
     write_json(out / PLAN_REPORT, report)
     return report
 
