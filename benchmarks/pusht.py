@@ -1,6 +1,8 @@
 """The Push-T world model from nothing: collect episodes, train the frame encoder and its action-conditioned
-predictor, then plan toward goals 5, 10, 25 and 50 steps ahead in the environment itself (``vicreg plan``), and
-write every stage's seconds and every table to one JSON file.
+predictor, then plan toward goals 5, 10, 25 and 50 steps ahead in the environment itself (``vicreg plan``: the world
+model beside the pixel and state baselines, the oracle, random actions and replay, on the same 100 tasks), and
+write every stage's seconds and every table to one JSON file, with the success-against-goal-distance figure beside
+it (its name with _success.png).
 
     python benchmarks/pusht.py --out pusht.json                 # the default sizes (2-core CPU: see docs/results.md)
     python benchmarks/pusht.py --quick --device cpu --out q.json   # tiny sizes: a dry run of the whole path
@@ -22,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vicreg.config import PredictorConfig, build_config, parse_overrides, plan_config
 from vicreg.envs import collect
+from vicreg.plots.env_planning import fig_success_by_goal
+from vicreg.plots.style import save_figure
 from vicreg.training import train
 from vicreg.worldmodel import train_predictor
 from vicreg.worldmodel.plan_command import format_plan_table, plan_run
@@ -31,7 +35,8 @@ COLLECT = {"episodes": 200, "steps": 100}
 QUICK_COLLECT = {"episodes": 10, "steps": 30}
 QUICK_RUN = {"data.image_size": 24, "train.epochs": 1, "train.batch_size": 4, "train.diagnostics_samples": 16,
              "model.head_widths": [16], "model.expander": [32, 32]}
-QUICK_PLAN = {"episodes": 4, "horizon": 2, "samples": 8, "elites": 2, "iterations": 1}
+QUICK_PLAN = {"episodes": 4, "horizon": 2, "samples": 8, "elites": 2, "iterations": 1, "oracle_samples": 4}
+PLAN = {"episodes": 100}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="where episodes and runs go (default: a temp folder)")
     args, extra = ap.parse_known_args(argv)
     plan_over = {k.removeprefix("plan."): v for k, v in parse_overrides(extra).items()}
-    cfg = plan_config({**(QUICK_PLAN if args.quick else {}), "device": args.device, **plan_over})
+    cfg = plan_config({**(QUICK_PLAN if args.quick else PLAN), "device": args.device, "workers": args.workers,
+                       **plan_over})
     work = args.work or Path(tempfile.mkdtemp(prefix="vicreg-pusht-"))
     sizes = QUICK_COLLECT if args.quick else COLLECT
     seconds: dict[str, float] = {}
@@ -70,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     out = {"env_id": ENV_ID, "collection": collected.stats, "stage_seconds": seconds,
            "total_seconds": sum(seconds.values()), "by_goal_steps": reports, "run_dir": str(run_dir)}
     args.out.write_text(json.dumps(out, indent=2))
+    by_goal = {int(k): {m: r["success_rate"] for m, r in rep["results"].items()} for k, rep in reports.items()}
+    save_figure(fig_success_by_goal(by_goal, f"Push-T, {cfg.episodes} tasks per goal distance"),
+                args.out.with_name(args.out.stem + "_success"), formats=("png",))
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return 0
 

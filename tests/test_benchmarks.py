@@ -126,5 +126,7 @@ def test_pusht_benchmark_collects_trains_and_plans_at_each_goal_distance(tmp_pat
     assert set(report["stage_seconds"]) == {"collect", "encoder", "predictor", "plan, goal 5", "plan, goal 10"}
     assert report["collection"]["episodes"] == 10 and set(report["by_goal_steps"]) == {"5", "10"}
     for goal in ("5", "10"):
-        assert set(report["by_goal_steps"][goal]["results"]) == {"world model", "pixels", "random", "replay"}
+        assert set(report["by_goal_steps"][goal]["results"]) == {"world model", "pixels", "states", "oracle", "random",
+                                                                 "replay"}
+    assert (tmp_path / "p_success.png").stat().st_size > 0
     assert "planning in gym_pusht/PushT-v0: 4 tasks, goal 10 steps ahead" in capsys.readouterr().out
