@@ -47,6 +47,23 @@ def test_frame_skip_keeps_every_kth_frame_and_joins_the_actions_between_scaled_t
     assert len(test) == 1 and test.frames[0, 0, 0, 0, 0] == 30  # the last episode
 
 
+def test_frame_phases_start_sequences_at_every_offset_and_relative_actions_subtract_the_agent(tmp_path):
+    make_folder(tmp_path / "c", env_id="gym_pusht/PushT-v0", steps=7)  # Push-T: the agent is state[0:2]
+    cfg = DataConfig(dataset="episodes", data_dir=str(tmp_path / "c"), frame_skip=2, test_fraction=0.25,
+                     frame_phases=True, relative_actions=True)
+    seq = load_episode_sequences(cfg, "train")
+    # (7 - 1) // 2 = 3 kept steps from frames 0 and 1 of each of the 3 training episodes: 6 sequences of 4 frames
+    assert seq.frames.shape == (6, 4, 3, 8, 8) and episode_length(cfg) == 4
+    assert seq.frames[2, :, 0, 0, 0].tolist() == [10, 12, 14, 16]  # episode 1 from frame 0
+    assert seq.frames[3, :, 0, 0, 0].tolist() == [11, 13, 15, 17]  # ... and from frame 1
+    assert seq.states[3, :, 1].tolist() == [1, 3, 5, 7]
+    # action t, (t, 2t), taken where the agent is (i, t) = (1, t): (t - 1, t) / 128; steps 1 and 2 are one action
+    torch.testing.assert_close(seq.actions[3, 0], torch.tensor([0.0, 1 / 128, 1 / 128, 2 / 128]))
+    assert seq.actions[3, -1].abs().sum() == 0  # no action after the last frame
+    test = load_episode_sequences(cfg, "test")
+    assert test.frames.shape == (1, 4, 3, 8, 8)  # held-out episodes: from frame 0 only
+
+
 def test_push_t_positions_are_the_pusher_and_the_block_and_short_episodes_are_left_out(tmp_path):
     make_folder(tmp_path / "c", env_id="gym_pusht/PushT-v0", episodes=5, lengths={1: 3})
     cfg = DataConfig(dataset="episodes", data_dir=str(tmp_path / "c"), image_size=4, test_fraction=0.2)

@@ -61,6 +61,8 @@ def validate(cfg: Config) -> None:
     check(d.dataset != "episodes" or d.data_dir is not None, "data.data_dir", d.data_dir,
           "dataset 'episodes' needs --data.data_dir pointing at a folder made by vicreg collect")
     check(d.frame_skip >= 1, "data.frame_skip", d.frame_skip, "must be >= 1")
+    check(not d.frame_phases or d.dataset == "episodes", "data.frame_phases", d.frame_phases,
+          f"frame phases are for collected episodes (data.dataset episodes), not {d.dataset!r}")
     check(not d.relative_actions or d.dataset == "episodes", "data.relative_actions", d.relative_actions,
           f"relative actions are for collected episodes (data.dataset episodes), not {d.dataset!r}")
     v = d.video

@@ -96,6 +96,8 @@ class DataConfig:
     #                           the second view is a frame 1..k frames later in the same sequence
     frame_skip: int = 1  # data.dataset "episodes": keep every k-th frame; the k actions between two kept frames
     #                      become one action (concatenated)
+    frame_phases: bool = False  # data.dataset "episodes": the training split also starts sequences 1..frame_skip-1
+    #                             frames in (frame_skip times the sequences from the same episodes)
     relative_actions: bool = False  # data.dataset "episodes": actions as the agent's target minus its position
     #                                 (environments whose spec has relative_to: Push-T; vicreg.envs.action_units)
     video: VideoConfig = field(default_factory=VideoConfig)  # data.dataset "sprites"

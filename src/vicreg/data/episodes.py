@@ -5,10 +5,13 @@ The folder's episodes are split in order: the last ``data.test_fraction`` of the
 split. Every ``data.frame_skip``-th frame is kept, resized to ``data.image_size`` (bilinear, anti-aliased, kept as
 bytes); the ``frame_skip`` actions between two kept frames become one action (concatenated), each in the model's
 units: the environment's action box scaled to [-1, 1], or with ``data.relative_actions`` relative to the agent's
-position (:mod:`vicreg.envs.action_units`). Episodes that ended early (fewer frames than the folder's steps give)
-are left out, so that all sequences have one length. Where the environment's spec names positions in its state (Push-T:
-the pusher and the block), they are the sequences' ``positions`` (the probes' targets), their frame-to-frame
-differences the ``velocities``; the whole state is kept as ``states``.
+position (:mod:`vicreg.envs.action_units`). With ``data.frame_phases`` the training split also holds the sequences
+that start 1 to ``frame_skip - 1`` frames into every episode (``frame_skip`` times the clips and predictor windows
+from the same episodes; all sequences then span ``(steps - frame_skip + 1) // frame_skip`` kept steps). Episodes
+that ended early (fewer frames than the folder's steps give) are left out, so that all sequences have one length.
+Where the environment's spec names positions in its state (Push-T: the pusher and the block), they are the
+sequences' ``positions`` (the probes' targets), their frame-to-frame differences the ``velocities``; the whole
+state is kept as ``states``.
 """
 
 from __future__ import annotations
@@ -40,9 +43,14 @@ def native_episode_size(cfg: DataConfig) -> int:
     return int(_folder(cfg).meta["frame_shape"][0])
 
 
+def _kept_steps(steps: int, cfg: DataConfig) -> int:
+    """Environment steps a sequence spans: a multiple of the frame skip, leaving room for the phases."""
+    return (steps - (cfg.frame_skip - 1 if cfg.frame_phases else 0)) // cfg.frame_skip * cfg.frame_skip
+
+
 def episode_length(cfg: DataConfig) -> int:
-    """Frames per sequence after the frame skip: steps // frame_skip + 1."""
-    return _folder(cfg).meta["steps"] // cfg.frame_skip + 1
+    """Frames per sequence after the frame skip."""
+    return _kept_steps(_folder(cfg).meta["steps"], cfg) // cfg.frame_skip + 1
 
 
 def _split_indices(folder: EpisodeFolder, cfg: DataConfig, split: str) -> list[int]:
@@ -60,23 +68,25 @@ def load_episode_sequences(cfg: DataConfig, split: str, log: Log = quiet) -> Seq
     meta, k = folder.meta, cfg.frame_skip
     spec = spec_of(meta["env_id"])
     size = cfg.image_size or meta["frame_shape"][0]
-    steps = meta["steps"] // k * k
+    steps = _kept_steps(meta["steps"], cfg)
     if steps < k:
         raise ValueError(f"data.frame_skip={k} is larger than the episodes' {meta['steps']} steps")
     units = action_units(meta, spec, cfg.relative_actions)
+    phases = range(k) if cfg.frame_phases and split == "train" else range(1)
     frames, actions, states, short = [], [], [], 0
     for i in _split_indices(folder, cfg, split):
         ep = folder.read(i)
-        if len(ep) < steps:
+        if len(ep) < steps + phases[-1]:
             short += 1
             continue
-        kept = torch.from_numpy(ep.frames[:steps + 1:k]).permute(0, 3, 1, 2)  # (L, 3, H, W)
-        frames.append(resize_uint8(kept, size))
-        scaled = units.to_model(ep.actions[:steps], None if ep.states is None else ep.states[:steps])
-        grouped = np.concatenate([scaled.reshape(steps // k, -1), np.zeros((1, scaled.shape[1] * k), np.float32)])
-        actions.append(torch.from_numpy(grouped))
-        if ep.states is not None:
-            states.append(torch.from_numpy(ep.states[:steps + 1:k]))
+        resized = resize_uint8(torch.from_numpy(ep.frames[:steps + phases[-1] + 1]).permute(0, 3, 1, 2), size)
+        scaled = units.to_model(ep.actions, None if ep.states is None else ep.states[:-1])
+        for o in phases:
+            frames.append(resized[o:o + steps + 1:k])  # (L, 3, size, size)
+            grouped = scaled[o:o + steps].reshape(steps // k, -1)
+            actions.append(torch.from_numpy(np.concatenate([grouped, np.zeros_like(grouped[:1])])))
+            if ep.states is not None:
+                states.append(torch.from_numpy(ep.states[o:o + steps + 1:k]))
     if not frames:
         raise ValueError(f"no episode of the {split} split of {folder.root} has {steps} steps ({short} ended early)")
     if short:

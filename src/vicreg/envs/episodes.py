@@ -3,7 +3,7 @@ resumes and that a second collection extends.
 
     DIR/collection.json          format, environment id, steps per episode, policy, seed, frame shape, action box,
                                  state size (null: the environment exposes no state)
-    DIR/episodes/000000.npz      one episode (numpy .npz, uncompressed), written whole or not at all:
+    DIR/episodes/000000.npz      one episode (numpy .npz, zip-deflated), written whole or not at all:
                                    frames   uint8   (T + 1, H, W, 3)  the frame before every action, and the last
                                    actions  float32 (T, A)            the action taken after frames[t]
                                    states   float64 (T + 1, S)        the true state at every frame (if exposed)
@@ -109,7 +109,7 @@ class EpisodeFolder:
 
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez_compressed(f, **arrays)  # a Push-T episode: 2.8 MB in 57 kB (33 ms)
 
         atomic_write(self.path(index), save)
 

@@ -4,6 +4,7 @@ planning (``vicreg plan``): planned vs executed paths, success against the plann
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import numpy as np
@@ -50,10 +51,16 @@ def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, 
     horizon = total - context
     if nearest.shape[:2] != (s, horizon):
         raise ValueError(f"nearest frames {nearest.shape[:2]} do not match {s} sequences x {horizon} predicted frames")
-    fig = figure(1.0 * total + 1.6, 2.1 * s + 0.6)
+    note = "; the small white squares are distractors, redrawn at random every frame" if distractors else ""
+    caption = (f"top rows: {context} context frame{'s' if context > 1 else ''}, then the real next frames (green); "
+               f"bottom rows: the training frame nearest to each predicted embedding (blue){note}")
+    chars = int(15 * (1.0 * total + 1.6))  # characters of 8 pt text across the figure
+    lines = textwrap.wrap(title, chars) + textwrap.wrap(caption, chars)
+    height = 2.1 * s + 0.35 + 0.15 * len(lines)
+    fig = figure(1.0 * total + 1.6, height)
     fig.set_layout_engine("none")  # a fixed grid: constrained layout over ~100 small axes takes seconds
     grid = fig.add_gridspec(2 * s, total, hspace=0.15, wspace=0.05, left=0.08, right=0.98, bottom=0.02,
-                            top=1 - 0.75 / (2.1 * s + 0.6))
+                            top=1 - (0.3 + 0.15 * len(lines)) / height)
 
     def show(ax, img: np.ndarray, edge: str | None = None) -> None:
         img = img.transpose(1, 2, 0)
@@ -78,10 +85,7 @@ def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, 
                 show(ax, nearest[i, j - context], "C0")
                 if j == context:
                     ax.set_ylabel("predicted\n(nearest\ntraining\nframe)", fontsize=7)
-    note = "; the small white squares are distractors, redrawn at random every frame" if distractors else ""
-    fig.suptitle((title + "\n" if title else "") + f"top rows: {context} context frames, then the real next frames "
-                 f"(green); bottom rows: the training frame nearest to each predicted embedding (blue){note}",
-                 fontsize=8)
+    fig.suptitle("\n".join(lines), fontsize=8)
     return fig
 
 

@@ -201,8 +201,7 @@ def plan_env_run(run_dir: Path | str, cfg: PlanConfig, methods=ENV_METHODS, log=
                 f"object {outcome.summary['mean_object_distance']:.1f} px from its goal on average "
                 f"({time.perf_counter() - t0:.1f} s)")
         title = f"{meta['env_id']}, goal {cfg.goal_steps} steps ahead"
-        figures = env_plan_figures(outcomes, shown_start, shown_goal, goal_states, spec, envs, run, fit, test, out,
-                                   title)
+        figures = env_plan_figures(outcomes, shown_start, shown_goal, goal_states, spec, envs, run, fit, out, title)
     finally:
         envs.close()
         if sim is not None:
