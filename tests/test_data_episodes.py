@@ -57,8 +57,8 @@ def test_frame_phases_start_sequences_at_every_offset_and_relative_actions_subtr
     assert seq.frames[2, :, 0, 0, 0].tolist() == [10, 12, 14, 16]  # episode 1 from frame 0
     assert seq.frames[3, :, 0, 0, 0].tolist() == [11, 13, 15, 17]  # ... and from frame 1
     assert seq.states[3, :, 1].tolist() == [1, 3, 5, 7]
-    # action t, (t, 2t), taken where the agent is (i, t) = (1, t): (t - 1, t) / 128; steps 1 and 2 are one action
-    torch.testing.assert_close(seq.actions[3, 0], torch.tensor([0.0, 1 / 128, 1 / 128, 2 / 128]))
+    # action t, (t, 2t), taken where the agent is (i, t) = (1, t): (t - 1, t) / 64; steps 1 and 2 are one action
+    torch.testing.assert_close(seq.actions[3, 0], torch.tensor([0.0, 1 / 64, 1 / 64, 2 / 64]))
     assert seq.actions[3, -1].abs().sum() == 0  # no action after the last frame
     test = load_episode_sequences(cfg, "test")
     assert test.frames.shape == (1, 4, 3, 8, 8)  # held-out episodes: from frame 0 only

@@ -36,9 +36,9 @@ def test_action_units_go_back_to_the_actions_the_environment_took(episode, relat
     model = units.to_model(actions, states)
     # float32 units: |error| <= 512 px x 2^-24 x a few roundings
     np.testing.assert_allclose(units.to_env(model.astype(np.float64), states), actions, atol=1e-3)
-    if relative:  # zero is "stay where you are"; 128 px is one unit
+    if relative:  # zero is "stay where you are"; 64 px is one unit
         np.testing.assert_allclose(units.to_env(np.zeros(2), states[0]), states[0, :2])
-        np.testing.assert_allclose(units.to_model(states[0, :2] + [128.0, -64.0], states[0]), [1.0, -0.5])
+        np.testing.assert_allclose(units.to_model(states[0, :2] + [64.0, -32.0], states[0]), [1.0, -0.5])
     else:
         np.testing.assert_allclose(units.to_model(np.array([0.0, 256.0]), None), [-1.0, 0.0])
 
