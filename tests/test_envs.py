@@ -173,3 +173,39 @@ def test_waypoints_move_the_block_more_often_than_random_targets(tmp_path):
         result = collect(PUSHT, tmp_path / policy, episodes=4, steps=40, policy=policy, **QUIET)
         shares[policy] = result.stats["object_moved_share"]
     assert shares["waypoints"] > shares["random"] + 0.05, shares
+
+
+FAULTY = '''
+import gymnasium
+import numpy as np
+
+
+class Broken(gymnasium.Env):
+    """Frames and a Box action, and a step that fails on the third call."""
+    observation_space = gymnasium.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    action_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros((8, 8, 3), np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t == 3:
+            raise RuntimeError("the simulator broke\\nsecond line")
+        return np.zeros((8, 8, 3), np.uint8), 0.0, False, False, {}
+
+
+gymnasium.register("faultyenv/Broken-v0", entry_point=Broken)
+'''
+
+
+def test_a_failing_worker_stops_the_collection_in_one_line_and_leaves_no_half_written_file(tmp_path, monkeypatch):
+    (tmp_path / "faultyenv.py").write_text(FAULTY)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
+    with pytest.raises(ValueError) as e:
+        collect("faultyenv/Broken-v0", tmp_path / "c", episodes=4, steps=5, workers=2, **QUIET)
+    assert str(e.value) == ("collection stopped: RuntimeError: the simulator broke; 0 episodes of this call were "
+                            "written: run the same command again to resume")
+    assert list((tmp_path / "c" / "episodes").iterdir()) == []  # no episode, and no temporary file left
