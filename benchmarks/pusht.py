@@ -31,7 +31,7 @@ from vicreg.worldmodel import train_predictor
 from vicreg.worldmodel.plan_command import format_plan_table, plan_run
 
 ENV_ID = "gym_pusht/PushT-v0"
-COLLECT = {"episodes": 200, "steps": 100}
+COLLECT = {"episodes": 400, "steps": 100}
 QUICK_COLLECT = {"episodes": 10, "steps": 30}
 QUICK_RUN = {"data.image_size": 24, "train.epochs": 1, "train.batch_size": 4, "train.diagnostics_samples": 16,
              "model.head_widths": [16], "model.expander": [32, 32]}

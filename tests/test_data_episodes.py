@@ -80,6 +80,9 @@ def test_episodes_as_an_image_dataset_and_their_config_errors(tmp_path):
     make_folder(tmp_path / "c")
     cfg = build_config("pusht", {"data.data_dir": str(tmp_path / "c"), "data.frame_skip": 1,
                                  "data.image_size": 8}).data
+    with pytest.raises(ValueError, match="'some/Env-v0' has none: use data.relative_actions=false"):
+        load_dataset(cfg, log=lambda _: None)  # the preset's actions are relative to Push-T's pusher
+    cfg.relative_actions = False
     ds = load_dataset(cfg, log=lambda _: None)
     assert ds.train.images.shape == (3, 7 * 3, 8, 8)  # clips of 7 frames for temporal views
     assert len(ds.test) == 7 and (ds.test.labels == -1).all()
