@@ -88,16 +88,17 @@ class PixelEnv:
             return None
         return np.concatenate([np.asarray(info[k], dtype=np.float64).reshape(-1) for k in self.spec.state_keys])
 
-    def reset(self, seed: int | None = None, state: np.ndarray | None = None):
-        """A new episode (seeded); with ``state`` (as ``step`` returns it), in that state."""
-        options, given = None, state
+    def reset(self, seed: int | None = None, state: np.ndarray | None = None, options: dict | None = None):
+        """A new episode (seeded); with ``state`` (as ``step`` returns it), in that state; ``options``: more of the
+        environment's own reset options."""
+        options, given = dict(options or {}) or None, state
         if state is not None:
             state = np.asarray(state, dtype=np.float64)
             if self.spec.reset_state is not None:
                 if not self._reset_once:  # the environment's bodies exist from its first reset on
                     self.env.reset(seed=seed)
                 state = self.spec.reset_state(self.env, state)
-            options = {"reset_to_state": state}
+            options = {**(options or {}), "reset_to_state": state}
         obs, info = self.env.reset(seed=seed, options=options)
         self._reset_once = True
         if given is not None and self.spec.after_reset is not None:
@@ -113,16 +114,16 @@ class PixelEnv:
         self.env.close()
 
 
-def open_env(env_id: str, max_steps: int | None = None, physics_only: bool = False) -> PixelEnv:
-    """``gymnasium.make(env_id)`` with vicreg's settings for it (:mod:`vicreg.envs.specs`), rendering headless,
-    checked: an unknown id, observations without an RGB image or actions that are not a Box end in one line.
-    ``physics_only``: the spec's copy that renders nothing (frames are None), for simulating plans."""
+def open_env(env_id: str, max_steps: int | None = None, physics_only: bool = False, **make_kwargs) -> PixelEnv:
+    """``gymnasium.make(env_id)`` with vicreg's settings for it (:mod:`vicreg.envs.specs`) and ``make_kwargs``,
+    rendering headless, checked: an unknown id, observations without an RGB image or actions that are not a Box end
+    in one line. ``physics_only``: the spec's copy that renders nothing (frames are None), for simulating plans."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (Push-T) draws without a screen
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     gym = _gymnasium()
     _register(gym, env_id)
     spec = spec_of(env_id)
-    kwargs = dict(spec.make_kwargs)
+    kwargs = {**spec.make_kwargs, **make_kwargs}
     if physics_only:
         if spec.physics_kwargs is None or spec.state_of is None and not spec.state_keys:
             raise ValueError(f"environment {env_id!r} has no copy without rendering whose state vicreg can read and "

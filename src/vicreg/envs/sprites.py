@@ -4,8 +4,11 @@ Registered by entry point in :mod:`vicreg.envs.pixel_env`, so Gymnasium imports 
 
 Observation: the frame as RGB uint8 (canvas, canvas, 3) (the grey frame on three channels). Action: the push added
 to the digit's velocity, a Box [-push, push]^2 (its speed then clipped to ``max_speed``). ``info["state"]``: the
-digit's (x, y, vx, vy); ``reset(options={"reset_to_state": state})`` puts it there. Keyword arguments of
-``gymnasium.make`` override the fields of the ``sprites-control`` preset's ``data.video`` (e.g. ``distractors=0``).
+digit's (x, y, vx, vy); ``reset(options={"reset_to_state": state})`` puts it there, and ``"sprite_index"`` picks
+the digit (an index into the sprite bank; otherwise one is drawn). Keyword arguments of ``gymnasium.make`` override
+the fields of the ``sprites-control`` preset's ``data.video`` (e.g. ``distractors=0``); ``bank`` gives the digits
+(uint8 (S, 1, s, s); default: the ``split`` of the video's sprites, from ``data_dir``). ``vicreg plan`` on a sprite
+run steps one of these per episode (:class:`vicreg.worldmodel.env.SpriteEnv`).
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ from ..data.sprites import push_and_move, render_frames, sprite_bank, start_stat
 class SpritesEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, render_mode: str | None = "rgb_array", **video):
+    def __init__(self, render_mode: str | None = "rgb_array", bank: torch.Tensor | None = None, split: str = "train",
+                 data_dir: str | None = None, **video):
         base = build_config("sprites-control").data.video
-        self.cfg = dataclasses.replace(base, objects=1, **video)
+        self.cfg = dataclasses.replace(base, **{"objects": 1, **video})
+        if self.cfg.objects != 1:
+            raise ValueError(f"objects={self.cfg.objects}: the Gymnasium sprite world has one (pushed) sprite")
         side, push = self.cfg.canvas, float(self.cfg.push)
         self.observation_space = gymnasium.spaces.Box(0, 255, (side, side, 3), np.uint8)
         self.action_space = gymnasium.spaces.Box(-push, push, (2,), np.float32)
         self.render_mode = render_mode
         self.limit = float(side - self.cfg.sprite_size)
-        self.bank, _, _ = sprite_bank(self.cfg, "train", None, download=False, log=lambda _: None)
+        if bank is None:
+            bank, _, _ = sprite_bank(self.cfg, split, data_dir, download=False, log=lambda _: None)
+        self.bank = bank
 
     def _observe(self):
         leaves = None
@@ -45,9 +53,13 @@ class SpritesEnv(gymnasium.Env):
     def reset(self, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._g = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
-        self.sprite = self.bank[torch.randint(len(self.bank), (1, 1), generator=self._g)]  # (1, 1, C, s, s)
+        options = options or {}
+        index = options.get("sprite_index")
+        if index is None:
+            index = torch.randint(len(self.bank), (1, 1), generator=self._g)
+        self.sprite = self.bank[torch.as_tensor(index).reshape(1, 1)]  # (1, 1, C, s, s)
         self.p, self.v = start_state(self.cfg, 1, self._g)
-        state = (options or {}).get("reset_to_state")
+        state = options.get("reset_to_state")
         if state is not None:
             state = torch.as_tensor(np.asarray(state, dtype=np.float32).reshape(4))
             self.p[0, 0], self.v[0, 0] = state[:2].clamp(0, self.limit), state[2:]
