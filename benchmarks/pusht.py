@@ -1,8 +1,8 @@
 """The Push-T world model from nothing: collect episodes, train the frame encoder and its action-conditioned
 predictor, then plan toward goals 5, 10, 25 and 50 steps ahead in the environment itself (``vicreg plan``: the world
 model beside the pixel and state baselines, the oracle, random actions and replay, on the same 100 tasks), and
-write every stage's seconds and every table to one JSON file, with the success-against-goal-distance figure beside
-it (its name with _success.png).
+write every stage's seconds and every table to one JSON file, with the success-against-goal-distance figure and
+each goal distance's pictures of the tasks beside it (its name with _success.png, _goal25_tasks.png, ...).
 
     python benchmarks/pusht.py --out pusht.json                 # the default sizes (2-core CPU: see docs/results.md)
     python benchmarks/pusht.py --quick --device cpu --out q.json   # tiny sizes: a dry run of the whole path
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         reports[str(goal)] = plan_run(run_dir, replace(cfg, goal_steps=goal), log=lambda _: None)
         seconds[f"plan, goal {goal}"] = time.perf_counter() - t
+        for figure in map(Path, reports[str(goal)]["figures"]):  # plan/ holds the last goal's: keep each one's
+            shutil.copy(figure, args.out.with_name(f"{args.out.stem}_goal{goal}_{figure.name}"))
         print(format_plan_table(reports[str(goal)]))
     out = {"env_id": ENV_ID, "collection": collected.stats, "stage_seconds": seconds,
            "total_seconds": sum(seconds.values()), "by_goal_steps": reports, "run_dir": str(run_dir)}

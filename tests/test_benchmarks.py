@@ -129,4 +129,5 @@ def test_pusht_benchmark_collects_trains_and_plans_at_each_goal_distance(tmp_pat
         assert set(report["by_goal_steps"][goal]["results"]) == {"world model", "pixels", "states", "oracle", "random",
                                                                  "replay"}
     assert (tmp_path / "p_success.png").stat().st_size > 0
+    assert (tmp_path / "p_goal10_tasks.png").stat().st_size > 0 and (tmp_path / "p_goal5_imagined.png").exists()
     assert "planning in gym_pusht/PushT-v0: 4 tasks, goal 10 steps ahead" in capsys.readouterr().out

@@ -56,11 +56,11 @@ def fig_predicted_frames(frames: np.ndarray, nearest: np.ndarray, context: int, 
                f"bottom rows: the training frame nearest to each predicted embedding (blue){note}")
     chars = int(15 * (1.0 * total + 1.6))  # characters of 8 pt text across the figure
     lines = textwrap.wrap(title, chars) + textwrap.wrap(caption, chars)
-    height = 2.1 * s + 0.35 + 0.15 * len(lines)
+    height = 2.1 * s + 0.5 + 0.17 * len(lines)
     fig = figure(1.0 * total + 1.6, height)
     fig.set_layout_engine("none")  # a fixed grid: constrained layout over ~100 small axes takes seconds
     grid = fig.add_gridspec(2 * s, total, hspace=0.15, wspace=0.05, left=0.08, right=0.98, bottom=0.02,
-                            top=1 - (0.3 + 0.15 * len(lines)) / height)
+                            top=1 - (0.45 + 0.17 * len(lines)) / height)
 
     def show(ax, img: np.ndarray, edge: str | None = None) -> None:
         img = img.transpose(1, 2, 0)
