@@ -12,8 +12,8 @@ from torch import Tensor
 
 from ..loaded_run import LoadedRun
 from ..rundir import PIXEL_PREDICTOR
-from .fit import FitResult, fit_predictor, load_predictor, save_predictor
-from .sequences import actions_of, load_sequences
+from .baseline_fit import baseline_predictor
+from .fit import FitResult
 
 __all__ = ["PIXEL_POOL", "pixel_embedding", "pixel_predictor"]
 
@@ -28,21 +28,12 @@ def pixel_embedding(frames: Tensor) -> Tensor:
 def pixel_predictor(run: LoadedRun, fit: FitResult, out: Path, log: Callable[[str], None]) -> FitResult:
     """The pixel baseline: the world model's predictor architecture and training, on pixel embeddings; trained
     once and kept in plan/pixel_predictor.pt (retrained when the world model's predictor settings change)."""
-    path = out / PIXEL_PREDICTOR
-    if path.exists():
-        cached = load_predictor(path, run.device)
-        if cached.cfg == fit.cfg:
-            return cached
     t0 = time.perf_counter()
-    train, test = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
-
-    def embed(seq) -> Tensor:
-        return pixel_embedding(seq.frames_flat()).view(len(seq), seq.frames.shape[1], -1)
-
-    result = fit_predictor(embed(train), fit.cfg, actions=actions_of(train, fit.cfg), val=embed(test),
-                           val_actions=actions_of(test, fit.cfg), device=run.device, log=lambda _: None)
-    save_predictor(result, path)
-    log(f"trained the pixel baseline's predictor ({fit.cfg.model}, {result.dim}-D pooled pixels, "
-        f"{fit.cfg.epochs} epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE "
-        f"{result.history[-1]['val_loss']:.4f}")
+    result, trained = baseline_predictor(
+        run, fit, out / PIXEL_PREDICTOR,
+        lambda seq: pixel_embedding(seq.frames_flat()).view(len(seq), seq.frames.shape[1], -1))
+    if trained:
+        log(f"trained the pixel baseline's predictor ({fit.cfg.model}, {result.dim}-D pooled pixels, "
+            f"{fit.cfg.epochs} epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE "
+            f"{result.history[-1]['val_loss']:.4f}")
     return result

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..data.video import Sequences
 from ..envs.specs import EnvSpec
 from ..loaded_run import LoadedRun
 from ..rundir import STATE_PREDICTOR
-from .fit import FitResult, fit_predictor, load_predictor, save_predictor
-from .sequences import actions_of, load_sequences
+from .baseline_fit import baseline_predictor
+from .fit import FitResult
 
 __all__ = ["state_features", "state_predictor"]
 
@@ -40,19 +41,15 @@ def state_features(states: Tensor, spec: EnvSpec) -> Tensor:
 def state_predictor(run: LoadedRun, fit: FitResult, spec: EnvSpec, out: Path, log: Callable[[str], None]) -> FitResult:
     """The state baseline: the world model's predictor architecture and training on :func:`state_features`; trained
     once and kept in plan/state_predictor.pt (retrained when the world model's predictor settings change)."""
-    path = out / STATE_PREDICTOR
-    if path.exists():
-        cached = load_predictor(path, run.device)
-        if cached.cfg == fit.cfg:
-            return cached
     t0 = time.perf_counter()
-    train, test = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
-    if train.states is None:
-        raise ValueError("the state baseline needs episodes that hold the environment's states")
-    result = fit_predictor(state_features(train.states, spec), fit.cfg, actions=actions_of(train, fit.cfg),
-                           val=state_features(test.states, spec), val_actions=actions_of(test, fit.cfg),
-                           device=run.device, log=lambda _: None)
-    save_predictor(result, path)
-    log(f"trained the state baseline's predictor ({fit.cfg.model}, {result.dim}-D true poses, {fit.cfg.epochs} "
-        f"epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE {result.history[-1]['val_loss']:.4f}")
+
+    def features(seq: Sequences) -> Tensor:
+        if seq.states is None:
+            raise ValueError("the state baseline needs episodes that hold the environment's states")
+        return state_features(seq.states, spec)
+
+    result, trained = baseline_predictor(run, fit, out / STATE_PREDICTOR, features)
+    if trained:
+        log(f"trained the state baseline's predictor ({fit.cfg.model}, {result.dim}-D true poses, {fit.cfg.epochs} "
+            f"epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE {result.history[-1]['val_loss']:.4f}")
     return result
