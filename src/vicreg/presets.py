@@ -136,7 +136,8 @@ PRESETS["sprites-control"] = {**PRESETS["sprites"],
                                        "video": {**PRESETS["sprites"]["data"]["video"], "controlled": True,
                                                  "push_p": 0.5}}}
 # The frame encoder of an environment's collected episodes (vicreg collect gym_pusht/PushT-v0 --out data/pusht,
-# or any folder given as --data.data_dir): Push-T's 96x96 frames at 64x64, every 5th frame kept (the 5 actions
+# or any folder given as --data.data_dir): Push-T's 96x96 frames at 64x64 (48, 64 and 96 planned alike; 96 costs
+# 3 times 64's training), every 5th frame kept (the 5 actions
 # between two kept frames are one action of the predictor; 20 steps ahead, skips 2, 4 and 5 planned alike, 10
 # worse: docs/results.md) and sequences started at every one of the 5 phases
 # (frame_phases: 5 times the clips of the same episodes), temporal views up to 2 kept frames apart, actions
