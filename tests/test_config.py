@@ -87,3 +87,77 @@ def test_unknown_preset():
 def test_override_syntax_error():
     with pytest.raises(ConfigError, match="unexpected argument 'mu'"):
         parse_overrides(["mu", "1"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss.mu": "nan"}, "loss.mu=nan is not valid: expected a finite number"),
+        (parse_overrides(["--loss.mu", ".inf"]), "loss.mu=inf is not valid: expected a finite number"),
+        ({"optim.lr": float("-inf")}, "optim.lr=-inf is not valid: expected a finite number"),
+        ({"augment.view_a.crop_scale": "0.5,nan"}, "augment.view_a.crop_scale=nan is not valid: expected a finite"),
+        ({"loss.mu": 10**400}, f"loss.mu={'1' + '0' * 59}...(401 characters) is not valid: expected a finite number"),
+        ({"train.epochs": 10**30}, "train.epochs=1000000000000000000000000000000 is not valid: expected an integer "
+                                   "between -(2**63 - 1) and 2**63 - 1"),
+        ({"data.limit_train": 1e30}, "data.limit_train=1000000000000000019884624838656 is not valid: expected an "
+                                     "integer between"),
+        ({"train.seed": 10**30}, "train.seed=1000000000000000000000000000000 is not valid: expected an integer"),
+        ({"train.seed": -1}, "train.seed=-1 is not valid: a seed must be in [0, 2**32 - 1]"),
+        ({"data.split_seed": 2**32}, "data.split_seed=4294967296 is not valid: a seed must be in [0, 2**32 - 1]"),
+        ({"data.video.seed": -3}, "data.video.seed=-3 is not valid: a seed must be in [0, 2**32 - 1]"),
+        ({"train.out_dir": "runs\x00x"}, "train.out_dir='runs\\x00x' is not valid: a path cannot hold a NUL byte"),
+        ({"data.data_dir": "\x00"}, "data.data_dir='\\x00' is not valid: a path cannot hold a NUL byte"),
+        ({"data": "x"}, "data='x' is not valid: data is a section, expected a mapping of its keys (dataset, data_dir"),
+        ({"data.video": 3}, "data.video=3 is not valid: data.video is a section, expected a mapping of its keys"),
+    ],
+)
+def test_non_finite_huge_and_unrepresentable_values_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        build_config("demo", overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_the_largest_integer_a_field_holds():
+    assert build_config("demo", {"train.epochs": 2**63 - 1}).train.epochs == 2**63 - 1
+    assert build_config("demo", {"train.seed": 2**32 - 1}).train.seed == 2**32 - 1
+    assert build_config("demo", {"loss.mu": 10**30}).loss.mu == 1e30
+
+
+RUN_NAME_RULE = ("is not valid: a run name is one folder name: not empty, not '.', not starting with '..', without /, "
+                 "\\ or control characters, at most 255 bytes (the run directory is train.out_dir/train.name; null: "
+                 "<preset>-<date>-<time>)")
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", "..", ".", "", "..x", "a\\b", "/abs", "x\x00", "two\nlines",
+                                  "tab\tname", "bidi\u202ename", "x" * 256, "é" * 128])
+def test_a_run_name_is_one_folder_name(name):
+    with pytest.raises(ConfigError) as e:
+        build_config("demo", {"train.name": name})
+    assert str(e.value) == f"train.name={name!r} {RUN_NAME_RULE}" or len(repr(name)) > 60
+
+
+@pytest.mark.parametrize("name", ["run", "my run-1", "x.y", "x..y", "é" * 127, "日本", "-x", "x" * 255])
+def test_run_names_that_are_allowed(name):
+    assert build_config("demo", {"train.name": name}).train.name == name
+
+
+def test_a_preset_name_kept_in_a_config_is_a_plain_name():
+    with pytest.raises(ConfigError, match="^preset='../../x' is not valid: a preset's name starts run directory names: "
+                                          "it is one folder name: not empty"):
+        config_from_dict({"preset": "../../x"})
+
+
+def test_a_config_file_that_is_not_text_or_holds_a_nul_is_one_line(tmp_path):
+    from vicreg.config import load_yaml
+
+    (tmp_path / "latin1.yaml").write_bytes(b"train:\n  name: caf\xe9\n")
+    (tmp_path / "nul.yaml").write_bytes(b"train:\n  epochs: 1\x00\n")
+    for name, message in (("latin1.yaml", "is not UTF-8 text (byte 0xe9 at offset 18)"),
+                          ("nul.yaml", "is not valid YAML: unacceptable character #x0000: special characters are not "
+                                       "allowed")):
+        with pytest.raises(ConfigError) as e:
+            load_yaml(tmp_path / name)
+        assert str(e.value) == f"{tmp_path / name} {message}"
+    with pytest.raises(ConfigError, match="^cannot read 'a\\\\x00b': embedded null byte$"):
+        load_yaml("a\x00b")

@@ -130,14 +130,19 @@ def save_yaml(cfg: Config, path) -> None:
 
 def load_yaml(path) -> dict:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a reader's error: the character
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # a path with a NUL byte
+        raise ConfigError(f"cannot read {path!r}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a mapping of config sections")
     return data

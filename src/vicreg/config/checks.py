@@ -8,14 +8,46 @@ from typing import Any
 
 from ..backbones import BACKBONES
 from ..presets import RECIPES
+from .coercion import shown
 from .schema import Config, ConfigError, PlanConfig, PredictorConfig, TrainConfig, ViewAugment
 
 VIDEO = ("sprites", "moving-mnist", "episodes")  # the datasets of sequences (temporal views)
 
 
+SEED_LIMIT = 2**32 - 1  # numpy's and scikit-learn's seeds (random_state) stop here
+NAME_RULE = ("a run name is one folder name: not empty, not '.', not starting with '..', without /, \\ or control "
+             "characters, at most 255 bytes")
+
+
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not valid: {allowed}")
+        raise ConfigError(f"{key}={shown(value)} is not valid: {allowed}")
+
+
+def is_plain_name(name: str) -> bool:
+    """A name that is one folder inside its parent: not empty, no separator, not ``.``/``..`` (nor starting with
+    ``..``), printable (no NUL, newline or other control character)."""
+    return (name not in ("", ".") and not name.startswith("..") and "/" not in name and "\\" not in name
+            and name.isprintable() and len(name.encode()) <= 255)
+
+
+def check_seed(value: int, key: str) -> None:
+    check(0 <= value <= SEED_LIMIT, key, value, "a seed must be in [0, 2**32 - 1]")
+
+
+def check_path(value: str | None, key: str) -> None:
+    """A path the OS is given: any text but a NUL byte (which no path can hold)."""
+    check(value is None or "\x00" not in value, key, value, "a path cannot hold a NUL byte")
+
+
+def check_names(cfg: Config) -> None:
+    """What the OS and the random generators are given: the preset's name (it starts run directory names), the
+    data's path, the data's seeds (train.* is validate_train's)."""
+    check(is_plain_name(cfg.preset), "preset", cfg.preset, "a preset's name starts run directory names: it is "
+          + NAME_RULE.removeprefix("a run name is "))
+    check_path(cfg.data.data_dir, "data.data_dir")
+    check_seed(cfg.data.split_seed, "data.split_seed")
+    check_seed(cfg.data.video.seed, "data.video.seed")
 
 
 def check_view(v: ViewAugment, prefix: str) -> None:
@@ -45,6 +77,7 @@ def validate(cfg: Config) -> None:
     check_view(cfg.augment.view_a, "augment.view_a")
     check_view(cfg.augment.view_b, "augment.view_b")
 
+    check_names(cfg)
     d = cfg.data
     check(d.image_size is None or d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 or null")
     check(d.limit_train is None or d.limit_train >= 2, "data.limit_train", d.limit_train, "must be >= 2 or null")
@@ -114,6 +147,10 @@ def validate(cfg: Config) -> None:
 
 
 def validate_train(t: TrainConfig) -> None:
+    check(t.name is None or is_plain_name(t.name), "train.name", t.name,
+          f"{NAME_RULE} (the run directory is train.out_dir/train.name; null: <preset>-<date>-<time>)")
+    check_path(t.out_dir, "train.out_dir")
+    check_seed(t.seed, "train.seed")
     check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     check(t.batch_size >= 2, "train.batch_size", t.batch_size, "must be >= 2 (the variance needs two samples)")
     check(re.fullmatch(DEVICE_PATTERN, t.device) is not None,
@@ -133,6 +170,7 @@ def validate_train(t: TrainConfig) -> None:
 
 def validate_predictor(cfg: PredictorConfig) -> None:
     """Range checks of a typed PredictorConfig; raises ConfigError naming the first bad value."""
+    check_seed(cfg.seed, "predictor.seed")
     check(cfg.context >= 1, "predictor.context", cfg.context, "must be >= 1")
     check(cfg.width >= 1, "predictor.width", cfg.width, "must be >= 1")
     check(cfg.layers >= 1, "predictor.layers", cfg.layers, "must be >= 1")
@@ -149,6 +187,7 @@ def validate_predictor(cfg: PredictorConfig) -> None:
 
 def validate_plan(cfg: PlanConfig) -> None:
     """Range checks of a typed PlanConfig; raises ConfigError naming the first bad value."""
+    check_seed(cfg.seed, "plan.seed")
     for name in ("horizon", "iterations", "replan_every", "episodes", "steps", "goal_steps", "workers"):
         check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
     check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")

@@ -5,6 +5,7 @@ the value and the type expected."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -12,6 +13,12 @@ from typing import Any, Literal, Union
 import yaml
 
 from .schema import ConfigError
+
+INT_LIMIT = 2**63 - 1  # the largest integer a config field holds
+
+
+class Unrepresentable(ConfigError):
+    """A number of the right type that no field holds: an integer beyond 64 bits, a float that is not finite."""
 
 
 def config_to_dict(obj: Any) -> Any:
@@ -49,13 +56,20 @@ def _describe(hint: Any) -> str:
     )
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a one-line message, cut to about ``limit`` characters (a 400-digit number, a pasted
+    file)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"
+
+
 def coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against the type ``hint``; convert where it is lossless; else ConfigError."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
 
     def bad() -> ConfigError:
-        return ConfigError(f"{key}={value!r} is not valid: expected {_describe(hint)}")
+        return ConfigError(f"{key}={shown(value)} is not valid: expected {_describe(hint)}")
 
     if origin is Literal:
         if value in args:
@@ -69,6 +83,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 continue
             try:
                 return coerce(value, a, key)
+            except Unrepresentable:  # the right type, but no field can hold it: said as it is
+                raise
             except ConfigError:
                 pass
         raise bad()
@@ -96,14 +112,23 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         except ValueError:
             raise bad() from None
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_LIMIT:  # beyond a 64-bit integer: torch, numpy and the OS refuse it
+                raise Unrepresentable(f"{key}={shown(value)} is not valid: expected an integer between "
+                                      f"-(2**63 - 1) and 2**63 - 1")
+            return value
         raise bad()
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if not math.isfinite(number):
+                raise Unrepresentable(f"{key}={shown(value)} is not valid: expected a finite number")
+            return number
         raise bad()
     if hint is str:
         if isinstance(value, str):
@@ -115,10 +140,14 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def from_dict(cls: type, data: dict, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(data, dict):
+        section = prefix.removesuffix(".")
+        if not section:
+            raise ConfigError(f"a config must be a mapping of its sections ({', '.join(names)}), got {shown(data)}")
+        raise ConfigError(f"{section}={shown(data)} is not valid: {section} is a section, expected a mapping of its "
+                          f"keys ({', '.join(names)})")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
