@@ -103,3 +103,31 @@ def test_config_file_round_trip(tmp_path, capsys):
     assert main(["config", "--config", str(tmp_path / "partial.yaml")]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["preset"] == "demo" and cfg["loss"]["mu"] == 2.0
+
+
+def test_an_error_naming_a_value_with_line_breaks_or_control_characters_stays_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "two\nlines\x1b.yaml")]) == 2
+    assert capsys.readouterr().err == f"vicreg: error: cannot read {tmp_path}/two\\nlines\\x1b.yaml: No such file or " \
+                                      f"directory\n"
+    with pytest.raises(SystemExit) as e:  # argparse's own errors: one line too
+        main(["presets", "x\ny", "\u202e"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("vicreg: error: unexpected arguments: x\\ny \\u202e (see `vicreg --help`)\n")
+
+
+def test_the_preset_option_wins_over_the_files_preset_and_no_other_name_is_kept(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("preset: ../../x\nloss:\n  mu: 2\n")
+    assert main(["config", "--preset", "seed", "--config", str(tmp_path / "c.yaml")]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["preset"] == "seed" and cfg["loss"]["mu"] == 2.0 and cfg["model"]["head"] == "seed"
+    assert main(["config", "--config", str(tmp_path / "c.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("vicreg: error: unknown preset '../../x' (known presets: demo, seed")
+
+
+def test_a_run_name_with_a_path_in_it_is_refused_before_anything_is_written(tmp_path, capsys):
+    for name in ("a/b", "../outside", ".."):
+        assert main(["train", "--train.out_dir", str(tmp_path / "runs"), "--train.name", name]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"vicreg: error: train.name={name!r} is not valid: a run name is one folder name")
+        assert err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

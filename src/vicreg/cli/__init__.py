@@ -34,7 +34,7 @@ from ..config import ConfigError
 from ..errors import FollowedRank0, JobStopped, NodeConfigError
 from .collect_command import add_collect_command
 from .experiment_command import add_experiment_command
-from .options import OneLineParser
+from .options import OneLineParser, one_line
 from .train_commands import add_train_commands
 from .trained_run_commands import add_trained_run_commands
 from .world_model_commands import add_world_model_commands
@@ -90,5 +90,5 @@ def report_error(e: Exception, code: int) -> int:
     elif rank and isinstance(e, (ConfigError, FollowedRank0)):
         return 0
     prefix = f"rank {rank}: " if rank and not str(e).startswith(f"rank {rank}:") else ""
-    print(f"vicreg: error: {prefix}{e}", file=sys.stderr)
+    print(f"vicreg: error: {prefix}{one_line(str(e))}", file=sys.stderr)
     return code

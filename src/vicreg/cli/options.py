@@ -13,7 +13,13 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with its errors in one line (``vicreg: error: ...``), like every other error of the command."""
 
     def error(self, message: str):
-        self.exit(2, f"vicreg: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"vicreg: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other unprintable characters escaped as Python writes them (``\\n``,
+    ``\\x00``, ``\\u202e``): a message stays one line whatever a path or a value in it held."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def at_least(low: int):

@@ -31,7 +31,8 @@ def add_train_commands(sub) -> None:
 def resolve(args, overrides: list[str]):
     """--preset (else the YAML file's own preset, else demo) <- --config FILE <- --section.key overrides."""
     base = load_yaml(args.config) if args.config else {}
-    preset = args.preset or base.pop("preset", None) or "demo"
+    preset = base.pop("preset", None)  # the file's preset is a preset to start from, never kept as a name
+    preset = args.preset or preset or "demo"
     return build_config(preset, parse_overrides(overrides), base)
 
 
