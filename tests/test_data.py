@@ -20,6 +20,7 @@ import vicreg.data.images as image_loaders
 from vicreg.config import DataConfig
 from vicreg.data import Batches, Split, epoch_permutation, load_dataset, read_idx, spread_subset
 from vicreg.data.dataset import source_image
+from vicreg.errors import DownloadFailed
 
 CPU = torch.device("cpu")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -150,7 +151,8 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch):
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
 
     monkeypatch.setattr(tvd, "MNIST", Offline)
-    with pytest.raises(RuntimeError, match="downloading mnist into .*off.* failed \\(RuntimeError: Error downloading"):
+    with pytest.raises(DownloadFailed, match="downloading mnist into .*off.* failed \\(RuntimeError: Error "
+                       "downloading"):  # an OSError: the command says it in one line
         load_dataset(DataConfig(dataset="mnist", data_dir=str(tmp_path / "off"), download=True), log=quiet)
 
 

@@ -10,6 +10,10 @@ class FollowedRank0(RuntimeError):
     """This process of a data-parallel job stops because rank 0 failed (e.g. a non-finite loss); rank 0 says why."""
 
 
+class DownloadFailed(OSError):
+    """A dataset or weights download failed (no network, a checksum): one line naming what and where."""
+
+
 class NodeConfigError(ValueError):
     """A set-up error every process of one node has alike (e.g. more processes than GPUs): local rank 0 says it."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import DataConfig
-from ..errors import first_line
+from ..errors import DownloadFailed, first_line
 from .dataset import Log
 
 DEFAULT_ROOT = "~/.cache/vicreg/data"  # torchvision downloads land here when no data_dir is given
@@ -26,11 +26,12 @@ def download_root(cfg: DataConfig) -> Path:
 
 
 def tv_download(name: str, factory: Callable[[str], object], root: Path, log: Log) -> None:
-    """Run a torchvision dataset constructor with download=True; failures become one clear line."""
+    """Run a torchvision dataset constructor with download=True; failures become one clear line
+    (:class:`~vicreg.errors.DownloadFailed`, an OSError)."""
     log(f"{name}: not found locally, downloading with torchvision into {root}")
     try:
         factory(str(root))
     except Exception as e:  # network errors, checksum mismatches, full disk...
         first = first_line(e, None)
-        raise RuntimeError(f"downloading {name} into {root} failed ({type(e).__name__}: {first}); download it "
+        raise DownloadFailed(f"downloading {name} into {root} failed ({type(e).__name__}: {first}); download it "
                            f"elsewhere and pass --data.data_dir, or see the vicreg.data docstring") from e
