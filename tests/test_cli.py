@@ -131,3 +131,16 @@ def test_a_run_name_with_a_path_in_it_is_refused_before_anything_is_written(tmp_
         assert err.startswith(f"vicreg: error: train.name={name!r} is not valid: a run name is one folder name")
         assert err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fields_set_but_not_used_are_noted_once_on_stderr(tmp_path, capsys):
+    assert main(["config", "--model.embedding_dim", "64", "--optim.momentum", "0.5", "--train.compile", "false",
+                 "--train.compile_mode", "default"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ("vicreg: note: model.embedding_dim=64 is not used: model.head is 'none'\n"
+                            "vicreg: note: optim.momentum=0.5 is not used: optim.name is 'adamw' (momentum is for lars "
+                            "and sgd)\n"
+                            "vicreg: note: train.compile_mode='default' is not used: train.compile is false\n")
+    assert yaml.safe_load(captured.out)["model"]["embedding_dim"] == 64  # still printed as set
+    assert main(["train", "--train.epochs", "0", "--optim.eta", "0.5"]) == 2  # a bad config: its error alone
+    assert capsys.readouterr().err == "vicreg: error: train.epochs=0 is not valid: must be >= 1\n"

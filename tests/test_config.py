@@ -161,3 +161,51 @@ def test_a_config_file_that_is_not_text_or_holds_a_nul_is_one_line(tmp_path):
         assert str(e.value) == f"{tmp_path / name} {message}"
     with pytest.raises(ConfigError, match="^cannot read 'a\\\\x00b': embedded null byte$"):
         load_yaml("a\x00b")
+
+
+def test_fields_a_config_does_not_use_are_named_with_the_reason():
+    from vicreg.config import Config, OptimConfig, TrainConfig, unused_fields
+
+    cfg = Config(optim=OptimConfig(name="adamw", momentum=0.5, eta=0.01, betas=(0.8, 0.9)),
+                 train=TrainConfig(compile=False, compile_mode="max-autotune", compile_scope="step"))
+    cfg.model.embedding_dim, cfg.model.head_widths, cfg.model.dropout = 64, [32], 0.3
+    cfg.data.video.length, cfg.data.frame_skip = 8, 2
+    assert unused_fields(cfg) == [
+        "model.embedding_dim=64 is not used: model.head is 'none'",
+        "model.head_widths=[32] is not used: model.head is 'none'",
+        "model.dropout=0.3 is not used: only the seed head has dropout (model.head is 'none')",
+        "data.video.length=8 is not used: data.video is for data.dataset 'sprites', not 'digits'",
+        "data.frame_skip=2 is not used: frames are skipped in collected episodes (data.dataset 'episodes'), not in "
+        "'digits'",
+        "optim.momentum=0.5 is not used: optim.name is 'adamw' (momentum is for lars and sgd)",
+        "optim.eta=0.01 is not used: optim.name is 'adamw' (eta is the trust coefficient of lars)",
+        "train.compile_mode='max-autotune' is not used: train.compile is false",
+        "train.compile_scope='step' is not used: train.compile is false",
+    ]
+    assert unused_fields(Config()) == []  # the defaults say nothing, also where they are not used
+    assert unused_fields(cfg, baseline=cfg) == []  # nor what the baseline (the preset) set
+
+
+def test_notes_name_only_what_the_file_or_the_overrides_changed_from_the_preset():
+    from vicreg.config import build_config_noted
+
+    cfg, notes = build_config_noted("seed", {"model.head": "none"})  # the preset's head widths: not the user's
+    assert cfg.model.head_widths == [128, 32] and notes == []
+    _, notes = build_config_noted("seed", {"model.head": "none", "model.embedding_dim": 64, "optim.betas": "0.8,0.9"},
+                                  base={"model": {"dropout": 0.5}})
+    assert notes == ["model.embedding_dim=64 is not used: model.head is 'none'",
+                     "model.dropout=0.5 is not used: only the seed head has dropout (model.head is 'none')"]
+    _, notes = build_config_noted("sprites", {"data.video.push": 2, "data.video.distractor_size": 3,
+                                              "data.placement": "stream", "data.max_device_fraction": 0.9,
+                                              "optim.name": "sgd", "optim.betas": "0.5,0.5", "data.test_fraction": 0.5})
+    assert notes == ["data.video.push=2.0 is not used: data.video.controlled is false (nothing is pushed)",
+                     "data.test_fraction=0.5 is not used: 'sprites' has a test split of its own",
+                     "data.max_device_fraction=0.9 is not used: data.placement is 'stream', not 'auto'",
+                     "optim.betas=[0.5, 0.5] is not used: optim.name is 'sgd' (betas are for adamw)"]
+    _, notes = build_config_noted("demo", {"data.dataset": "cifar10", "data.split_seed": 3, "data.decode": "device",
+                                           "train.stack_views": False, "train.batchnorm": "joint"})
+    assert notes == ["data.split_seed=3 is not used: 'cifar10' is not split at random",
+                     "data.decode='device' is not used: it is for an image folder (data.dataset 'folder'), not "
+                     "'cifar10'",
+                     "train.batchnorm='joint' is not used: train.stack_views is false (each view has its own forward "
+                     "pass)"]

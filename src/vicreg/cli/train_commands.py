@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, build_config, config_to_dict, load_yaml, parse_overrides
+from ..config import ConfigError, build_config_noted, config_to_dict, load_yaml, parse_overrides
 
 RESUME_OVERRIDABLE = {"train.device", "train.progress", "train.compile", "train.compile_mode", "train.compile_scope",
                       "train.log_every", "data.num_workers"}
@@ -29,11 +31,16 @@ def add_train_commands(sub) -> None:
 
 
 def resolve(args, overrides: list[str]):
-    """--preset (else the YAML file's own preset, else demo) <- --config FILE <- --section.key overrides."""
+    """--preset (else the YAML file's own preset, else demo) <- --config FILE <- --section.key overrides. The
+    fields they set that the config does not use are said on stderr (``vicreg: note: ...``, once: by rank 0)."""
     base = load_yaml(args.config) if args.config else {}
     preset = base.pop("preset", None)  # the file's preset is a preset to start from, never kept as a name
     preset = args.preset or preset or "demo"
-    return build_config(preset, parse_overrides(overrides), base)
+    cfg, notes = build_config_noted(preset, parse_overrides(overrides), base)
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        for note in notes:
+            print(f"vicreg: note: {note}", file=sys.stderr)
+    return cfg
 
 
 def config_command(args) -> int:

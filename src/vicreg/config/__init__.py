@@ -12,11 +12,13 @@ Everything is checked once, at the edge (:func:`build_config`): an unknown key o
 The resolved configuration is saved as ``config.yaml`` beside every run.
 
 The package: ``schema`` (the sections and their defaults), ``coercion`` (dicts to typed dataclasses and back),
-``checks`` (range checks), ``build`` (presets, YAML files and overrides into a checked config).
+``checks`` (range checks), ``build`` (presets, YAML files and overrides into a checked config), ``unused`` (the
+fields a config sets but does not use, said as notes).
 """
 
 from .build import (
     build_config,
+    build_config_noted,
     config_from_dict,
     load_yaml,
     parse_overrides,
@@ -41,10 +43,11 @@ from .schema import (
     VideoConfig,
     ViewAugment,
 )
+from .unused import unused_fields
 
 __all__ = [
     "ConfigError", "ViewAugment", "VideoConfig", "AugmentConfig", "DataConfig", "ModelConfig", "LossConfig",
     "OptimConfig", "TrainConfig", "Config", "PlanConfig", "PredictorConfig", "DEVICE_PATTERN", "plan_config",
     "predictor_config", "build_config", "config_from_dict", "config_to_dict", "parse_overrides", "with_overrides",
-    "load_yaml", "save_yaml",
+    "load_yaml", "save_yaml", "build_config_noted", "unused_fields",
 ]

@@ -7,6 +7,7 @@ run (:func:`save_yaml`).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -15,6 +16,7 @@ from ..presets import PRESETS, RECIPES
 from .checks import validate, validate_plan, validate_predictor
 from .coercion import config_to_dict, from_dict
 from .schema import Config, ConfigError, PlanConfig, PredictorConfig
+from .unused import unused_fields
 
 
 def config_from_dict(data: dict) -> Config:
@@ -96,12 +98,20 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
                  base: dict | None = None) -> Config:
     """Defaults <- preset <- base (e.g. a YAML file) <- dotted overrides; validated."""
+    return build_config_noted(preset, overrides, base)[0]
+
+
+def build_config_noted(preset: str | None = None, overrides: dict[str, Any] | None = None,
+                       base: dict | None = None) -> tuple[Config, list[str]]:
+    """:func:`build_config`'s config, and one note for each field that ``base`` or ``overrides`` set (to a value
+    other than the preset's) and the config does not use (:func:`vicreg.config.unused.unused_fields`)."""
     tree = config_to_dict(Config())
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r} (known presets: {', '.join(PRESETS)})")
         tree = _merge(tree, PRESETS[preset])
         tree["preset"] = preset
+    preset_tree = copy.deepcopy(tree)
     if base:
         tree = _merge(tree, base)
     overrides = dict(overrides or {})
@@ -112,7 +122,8 @@ def build_config(preset: str | None = None, overrides: dict[str, Any] | None = N
         tree["augment"] = _merge(tree["augment"], {"recipe": recipe, **RECIPES[recipe]})
     for key, value in overrides.items():
         _set_path(tree, key, value)
-    return config_from_dict(tree)
+    cfg = config_from_dict(tree)
+    return cfg, unused_fields(cfg, from_dict(Config, preset_tree, ""))
 
 
 def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
