@@ -1,6 +1,7 @@
 """The run directory: format version, config, metrics, summaries and checkpoints, read back as written."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -157,3 +158,95 @@ def test_resume_trimming_drops_rows_cut_short_by_a_kill(tmp_path):
     assert read_diagnostics(tmp_path) == [{"step": 1}, {"step": 2}]
     trim_to_step(tmp_path, 5)
     assert read_metrics(tmp_path)["step"].tolist() == [1, 2]
+
+
+def _one_line(error) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_damaged_config_yaml_is_one_line_naming_it(tmp_path):
+    run = create_run_dir(tmp_path / "run", build_config("demo"))
+    path = run / "config.yaml"
+    text = path.read_text()
+    for content, message in ((b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00", "is not a text file (byte 0 is not UTF-8)"),
+                             (b"- a\n- b\n", "does not hold a mapping of config sections (it holds a list)"),
+                             (b"data: [1,\n", "is not valid YAML, line 2, column 1"),
+                             (b"version: '3'\nservices: {}\n", "unknown config key 'version'"),
+                             (text.replace("gamma: 1.0", "gamma: .nan").encode(), "loss.gamma=nan is not valid"),
+                             (text.replace("lr: 0.004", "lr: .inf").encode(), "optim.lr=inf is not valid"),
+                             (text.replace("\n  seed: 0", f"\n  seed: {10 ** 30}").encode(), "train.seed=1000000000"),
+                             (text.replace("  epochs: 40", "  epochs: -1").encode(), "train.epochs=-1 is not valid")):
+        path.write_bytes(content)
+        with pytest.raises(ValueError) as e:
+            read_config(run)
+        assert _one_line(e).startswith(f"{path}") and message in _one_line(e), (content[:40], _one_line(e))
+
+
+def test_a_damaged_run_json_is_one_line_naming_it(tmp_path):
+    run = create_run_dir(tmp_path / "run", build_config("demo"))
+    for content, message in (('{"format": ', "is not valid JSON (line 1, column 12"), ("[1, 2]", "holds a JSON list"),
+                             ('{"format": "abc"}', "format='abc' is not valid: expected a positive integer"),
+                             ("", "is empty")):
+        (run / FORMAT).write_text(content)
+        with pytest.raises(ValueError, match=re.escape(message)) as e:
+            read_config(run)
+        assert _one_line(e).startswith(str(run / FORMAT))
+
+
+def test_damaged_metrics_knn_and_diagnostics_are_one_line_naming_the_file_and_line(tmp_path):
+    rows = "1,1,0.1,5,1,1,1,9\n2,1,0.1,4,1,1,1,9\n"
+    (tmp_path / "metrics.csv").write_text(",".join(METRIC_COLUMNS) + "\n" + rows + "3,1,0.1,3,1,1,1,9\n4,1,0.")
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2, 3]  # a last row cut short by a kill: skipped
+    for content, message in (("name,age\nann,3\n", "does not have the columns vicreg writes (its header is "
+                                                    "'name,age'; no step, epoch"),
+                             (",".join(METRIC_COLUMNS) + "\n1,1,abc,5,1,1,1,9\n" + rows, "line 2: 'abc' is not a "
+                                                                                        "number"),
+                             (",".join(METRIC_COLUMNS) + "\n1,1\n" + rows, "line 2: 2 values where the header names 8"),
+                             ("step,epoch\x00", "is not a text file (it holds NUL bytes)"), ("", "is empty")):
+        (tmp_path / "metrics.csv").write_text(content)
+        with pytest.raises(ValueError, match=re.escape(message)) as e:
+            read_metrics(tmp_path)
+        assert _one_line(e).startswith(str(tmp_path / "metrics.csv"))
+        if content:  # what resuming reads too (an empty metrics.csv is made again, with its header)
+            with pytest.raises(ValueError, match=re.escape(message)):
+                trim_to_step(tmp_path, 1)
+    (tmp_path / "knn.csv").write_text("step,epoch,knn@x\n1,1,50\n")
+    with pytest.raises(ValueError, match="knn.csv does not have the columns vicreg writes \\(knn@K for each k"):
+        read_knn(tmp_path)
+    (tmp_path / "diagnostics.jsonl").write_text('{"step": 1}\n[1, 2]\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="diagnostics.jsonl, line 2 is not a mapping with an integer step"):
+        read_diagnostics(tmp_path)
+    (tmp_path / "summary.json").write_text("[1]")
+    with pytest.raises(ValueError, match="summary.json holds a JSON list where a mapping is expected"):
+        read_summary(tmp_path)
+
+
+def test_resuming_with_an_empty_knn_csv_starts_it_again(tmp_path):
+    (tmp_path / "knn.csv").write_text("")
+    trim_to_step(tmp_path, 3)
+    assert not (tmp_path / "knn.csv").exists()  # the next evaluation writes it with its header
+    assert read_metrics(tmp_path)["step"].tolist() == []  # metrics.csv made with its header
+
+
+def test_damaged_checkpoints_are_refused_in_one_line_naming_the_file_and_the_tensor(tmp_path):
+    good = {"config": {}, "step": 3, "model": {"w": torch.ones(4), "n": torch.tensor(2)}}
+    cases = {"nan.pt": ({**good, "model": {"w": torch.tensor([1.0, float("nan")])}},
+                        "is not a usable checkpoint: model.w has NaN (a damaged file"),
+             "inf.pt": ({**good, "model": {"w": torch.tensor([float("inf")])}},
+                        "is not a usable checkpoint: model.w has an infinite value"),
+             "text.pt": (None, "is not a readable checkpoint (truncated or not a checkpoint: "),
+             "model.pt": ({**good, "model": [1, 2]}, "is not a usable checkpoint: its model is not a mapping of "
+                                                     "names to tensors"),
+             "step.pt": ({**good, "step": "abc"}, "is not a usable checkpoint: step='abc' is not a number of steps"),
+             "config.pt": ({**good, "config": [1]}, "is not a usable checkpoint: its config is a list, not a mapping"),
+             "nostep.pt": ({"config": {}, "model": {}}, "is not a vicreg checkpoint (no 'step' in it)")}
+    for name, (content, message) in cases.items():
+        if content is None:
+            (tmp_path / name).write_text("hello world\n")  # torch.load raises a KeyError on this one
+        else:
+            torch.save(content, tmp_path / name)
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} {message}")) as e:
+            load_checkpoint(tmp_path / name, require=("model", "step"))
+        _one_line(e)

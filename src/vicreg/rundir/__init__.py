@@ -20,12 +20,12 @@ A run directory holds::
 Runs written before ``run.json`` existed have the same layout: they read as format 1.
 
 The package: ``layout`` (the file names, the format version, making a run directory), ``atomic`` (writes that
-never leave half a file), ``lock`` (one job per directory), ``readers``, ``checkpoint`` and ``metrics``
-(what training writes as it goes).
+never leave half a file), ``lock`` (one job per directory), ``parse`` and ``readers`` (reading the files back:
+a damaged one is one line naming it), ``checkpoint`` and ``metrics`` (what training writes as it goes).
 """
 
 from .atomic import atomic_save, atomic_write, check_writable, write_json
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint
+from .checkpoint import first_non_finite, load_checkpoint, rng_state, save_checkpoint
 from .layout import (
     CHECKPOINT,
     CONFIG,
@@ -55,12 +55,12 @@ from .layout import (
 )
 from .lock import RunLock
 from .metrics import MetricsWriter, RunLog, trim_to_step
+from .parse import read_json, read_text
 from .readers import (
     is_finished,
     read_config,
     read_config_dict,
     read_diagnostics,
-    read_json,
     read_knn,
     read_metrics,
     read_summary,
@@ -72,7 +72,7 @@ __all__ = [
     "PIXEL_PREDICTOR", "STATE_PREDICTOR", "PLAN", "PLAN_REPORT", "PLOTS", "PREDICTOR", "PREDICTOR_ENCODER",
     "PREDICTOR_HISTORY", "PREDICTOR_WEIGHTS", "RUN_FILES", "RUN_FORMAT", "SUMMARY", "TENSORBOARD",
     "MetricsWriter", "RunLock", "RunLog", "atomic_save", "atomic_write", "check_writable", "create_run_dir",
-    "is_finished", "load_checkpoint", "read_config", "read_config_dict", "read_diagnostics", "read_json", "read_knn",
-    "read_metrics", "read_summary", "rng_state", "run_format", "same_config", "save_checkpoint", "trim_to_step",
-    "write_json",
+    "first_non_finite", "is_finished", "load_checkpoint", "read_config", "read_config_dict", "read_diagnostics",
+    "read_json", "read_knn", "read_metrics", "read_summary", "read_text", "rng_state", "run_format", "same_config",
+    "save_checkpoint", "trim_to_step", "write_json",
 ]

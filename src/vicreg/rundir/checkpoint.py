@@ -13,9 +13,11 @@ from .atomic import atomic_save
 from .layout import CHECKPOINT
 
 
-def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+def load_checkpoint(path: Path | str, map_location="cpu", require: tuple[str, ...] = ()) -> dict:
     """Load a checkpoint (a run directory or the file) without unpickling arbitrary objects
-    (torch.load(weights_only=True))."""
+    (torch.load(weights_only=True)). Whatever it holds of a vicreg checkpoint's "config" (a mapping), "model"
+    (a mapping of names to tensors, all finite), "step" (an integer >= 0), and each key of ``require``, is
+    checked: what is wrong is a one-line ValueError naming the file."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -26,12 +28,53 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain values
         raise ValueError(f"refused {path}: it holds objects other than tensors and plain values, which could run "
                          f"code when loaded (torch.load with weights_only=True refused it)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a file that is not a checkpoint
         reason = first_line(e, 160, default=type(e).__name__)
         raise ValueError(f"{path} is not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not a vicreg checkpoint (it holds a {type(ckpt).__name__})")
+    missing = [key for key in require if key not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a vicreg checkpoint (no {missing[0]!r} in it)")
+    problem = _problem(ckpt)
+    if problem:
+        raise ValueError(f"{path} is not a usable checkpoint: {problem}")
     return ckpt
+
+
+def _problem(ckpt: dict) -> str | None:
+    """What is wrong with the parts of a checkpoint every reader uses, or None."""
+    if "config" in ckpt and not isinstance(ckpt["config"], dict):
+        return f"its config is a {type(ckpt['config']).__name__}, not a mapping"
+    step = ckpt.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"step={step!r} is not a number of steps"
+    if "model" in ckpt:
+        model = ckpt["model"]
+        if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+            return "its model is not a mapping of names to tensors"
+        bad = first_non_finite(model, "model")
+        if bad:
+            return f"{bad} (a damaged file: training never saves non-finite weights)"
+    return None
+
+
+def first_non_finite(tree, name: str = "") -> str | None:
+    """'<name> has NaN' (or inf) for the first floating-point tensor in a tree of dicts and lists with a
+    non-finite value, None when every one is finite."""
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() or tree.is_complex():
+            finite = torch.isfinite(tree)
+            if not bool(finite.all()):
+                what = "NaN" if bool(torch.isnan(tree).any()) else "an infinite value"
+                return f"{name} has {what}"
+        return None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
+        if found:
+            return found
+    return None
 
 
 def rng_state(augment_generator: torch.Generator) -> dict:

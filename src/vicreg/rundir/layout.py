@@ -5,13 +5,13 @@ Every other module names a run's files through these constants, never by literal
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import Config, save_yaml
 from .atomic import atomic_write, write_json
+from .parse import DAMAGED, read_json
 
 if TYPE_CHECKING:
     from .lock import RunLock
@@ -84,8 +84,10 @@ def _write_run_files(run_dir: Path, cfg: Config) -> None:
 def run_format(run_dir: Path | str) -> int:
     """The run's format version (1 for runs written before run.json existed); a newer one raises."""
     path = Path(run_dir) / FORMAT
-    found = int(json.loads(path.read_text()).get("format", 1)) if path.exists() else 1
+    found = read_json(path, missing={"format": 1}).get("format", 1)
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        raise ValueError(f"{path}: format={found!r} is not valid: expected a positive integer ({DAMAGED})")
     if found > RUN_FORMAT:
-        raise ValueError(f"{run_dir} has run format {found}, newer than this vicreg reads ({RUN_FORMAT}): "
-                         f"upgrade vicreg to read it")
+        raise ValueError(f"{path}: run format {found}, newer than this vicreg reads ({RUN_FORMAT}): upgrade vicreg "
+                         f"to read it")
     return found

@@ -13,18 +13,21 @@ from torch import Tensor
 
 from .atomic import atomic_write
 from .layout import DIAGNOSTICS, KNN, LOG, LOSS_COLUMNS, METRIC_COLUMNS, METRICS, TENSORBOARD
+from .parse import read_text
+from .readers import jsonl_entries, read_csv_rows
 
 
 def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> None:
-    """Rewrite the CSV at ``path`` (atomically) keeping the whole rows with step <= until_step; create it with
-    ``header`` if it does not exist and a header is given. A row cut short by a kill is dropped."""
+    """Rewrite the CSV at ``path`` (atomically) keeping the rows with step <= until_step; create it with
+    ``header`` if it does not exist (or is empty) and a header is given. A row cut short by a kill is dropped;
+    a file that is not such a CSV is a ValueError naming it (readers.read_csv_rows)."""
     rows: list[list[str]] = []
-    if path.exists():
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None) or header
-            rows = [r for r in reader if header and len(r) == len(header) and _step_at_most(r[0], until_step)]
-    if header is None:
+    if path.exists() and read_text(path).strip():
+        header, rows = read_csv_rows(path, header or ["step"])
+        step = header.index("step")
+        rows = [r for r in rows if float(r[step]) <= until_step]
+    elif header is None:
+        path.unlink(missing_ok=True)  # empty: the next evaluation writes it again, header first
         return
 
     def write(tmp: Path) -> None:
@@ -36,25 +39,12 @@ def _keep_rows(path: Path, until_step: int, header: list[str] | None = None) -> 
     atomic_write(path, write)
 
 
-def _step_at_most(text: str, until_step: int) -> bool:
-    try:
-        return int(text) <= until_step
-    except ValueError:
-        return False
-
-
 def _keep_jsonl(path: Path, until_step: int) -> None:
     """Rewrite the JSON-lines file at ``path`` (atomically) keeping the records with step <= until_step; a line
-    cut short by a kill is dropped."""
+    cut short by a kill is dropped, a file that is not such JSON lines is a ValueError naming it."""
     if not path.exists():
         return
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            if line.strip() and json.loads(line)["step"] <= until_step:
-                records.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
+    records = [line + "\n" for line, entry in jsonl_entries(path) if entry["step"] <= until_step]
     atomic_write(path, lambda tmp: tmp.write_text("".join(records)))
 
 
