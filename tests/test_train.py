@@ -275,3 +275,41 @@ def test_vicreg_fit_still_trains_for_one_release_and_says_it_is_now_vicreg_train
     assert fit is vicreg.train and "fit" not in vicreg.__all__
     with pytest.raises(AttributeError, match="has no attribute 'fitt'"):
         vicreg.fitt  # noqa: B018
+
+
+def test_a_damaged_checkpoint_or_config_stops_a_resume_in_one_line_naming_it(tmp_path, capsys):
+    from vicreg.cli import main
+
+    cfg = tiny(tmp_path, **{"train.epochs": 1, "train.batch_size": 32, "data.limit_train": 64,
+                            "data.limit_test": 32, "train.knn_every": 0, "train.diagnostics_samples": 32})
+    run = train(cfg, run_dir=tmp_path / "r", echo=lambda m: None).run_dir
+    path, config = run / "checkpoint.pt", run / "config.yaml"
+    saved, text = torch.load(path, weights_only=True), config.read_text()
+
+    def resume_with(**changes) -> str:
+        torch.save({k: v for k, v in {**saved, **changes}.items() if v is not None}, path)
+        assert main(["train", "--resume", str(run)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        return err.removeprefix("vicreg: error: ").strip()
+
+    name = next(k for k, v in saved["model"].items() if v.is_floating_point())
+    nan = {**saved["model"], name: torch.full_like(saved["model"][name], float("nan"))}
+    assert resume_with(model=nan) == (f"{path} is not a usable checkpoint: model.{name} has NaN (a damaged file: "
+                                      f"training never saves non-finite weights)")
+    state = {i: {k: torch.full_like(v, float("inf")) if v.is_floating_point() else v for k, v in s.items()}
+             for i, s in saved["optimizer"]["state"].items()}
+    assert resume_with(optimizer={**saved["optimizer"], "state": state}).startswith(
+        f"{path} is not a usable checkpoint: optimizer.state.0.")
+    assert resume_with(optimizer=None) == f"{path} is not a vicreg checkpoint (no 'optimizer' in it)"
+    assert resume_with(rng=[1, 2]) == (f"{path} is not a checkpoint this run can resume from (its random states, "
+                                       f"k-NN or seconds are not what training writes: AttributeError: 'list' "
+                                       f"object has no attribute 'get')")
+    assert resume_with(knn={"5": "abc"}).startswith(f"{path} is not a checkpoint this run can resume from")
+    assert resume_with(model={"w": torch.ones(2)}).startswith(
+        f"{path} does not fit this run's model and optimiser (those of {config}: ")
+    torch.save(saved, path)
+    config.write_text(text.replace("  batch_size: 32\n", ""))  # a hand edit: the default batch of 256
+    assert main(["train", "--resume", str(run)]) == 1
+    assert capsys.readouterr().err == (f"vicreg: error: {config}: train.batch_size=256 is larger than the 64 "
+                                       f"training images\n")

@@ -11,7 +11,7 @@ from ..config import ConfigError
 from ..distributed import barrier
 from ..errors import first_line
 from ..optim import load_optimizer_state
-from ..rundir import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint
+from ..rundir import CHECKPOINT, CONFIG, first_non_finite, load_checkpoint, rng_state, save_checkpoint
 from .state import Progress, Session
 
 __all__ = ["checkpoint", "restore", "last_checkpoint_step"]
@@ -36,18 +36,35 @@ def _cpu(state):
 
 def restore(s: Session) -> Progress:
     """Weights, optimiser, step, RNG states, the last k-NN and the training seconds from checkpoint.pt; a run
-    stopped before its first checkpoint starts again from step 0 (as it started, so it ends the same)."""
-    if not (s.run_dir / CHECKPOINT).exists():
+    stopped before its first checkpoint starts again from step 0 (as it started, so it ends the same). A
+    checkpoint that is damaged or does not fit the run is a one-line ValueError naming it."""
+    path = s.run_dir / CHECKPOINT
+    if not path.exists():
         s.log(f"{s.run_dir} has no checkpoint yet (it stopped before its first): starting it again from step 0")
         return Progress()
-    ckpt = load_checkpoint(s.run_dir, map_location=s.device)
+    ckpt = load_checkpoint(path, map_location=s.device, require=("model", "optimizer", "step", "rng"))
+    bad = first_non_finite(ckpt["optimizer"], "optimizer")
+    if bad:
+        raise ValueError(f"{path} is not a usable checkpoint: {bad} (a damaged file: training never saves it)")
     try:
         s.model.load_state_dict(ckpt["model"])
         load_optimizer_state(s.optimizer, ckpt["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        first = first_line(e)
-        raise ValueError(f"{s.run_dir / CHECKPOINT} does not fit this run's model and optimiser ({first}); "
-                         f"was it copied from another run?") from None
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+        first = first_line(e, default=type(e).__name__)
+        raise ValueError(f"{path} does not fit this run's model and optimiser (those of {s.run_dir / CONFIG}: "
+                         f"{first}); was it copied from another run?") from None
+    try:
+        return _restore_progress(s, ckpt)
+    except ConfigError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+        what = f"{type(e).__name__}: {first_line(e, 120)}".rstrip(": ")
+        raise ValueError(f"{path} is not a checkpoint this run can resume from (its random states, k-NN or "
+                         f"seconds are not what training writes: {what})") from None
+
+
+def _restore_progress(s: Session, ckpt: dict) -> Progress:
+    """The random states (this process's), the step, the k-NN so far and the training seconds."""
     ranks = ckpt["rng"].get("ranks", [ckpt["rng"]])
     if len(ranks) != s.dist.world:
         raise ConfigError(f"{s.run_dir} was trained by {len(ranks)} process(es): resume it with as many "
@@ -57,7 +74,7 @@ def restore(s: Session) -> Progress:
     s.generator.set_state(rng["augment"].cpu())
     if "cuda" in rng and s.device.type == "cuda":
         torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
-    p = Progress(step=int(ckpt["step"]), knn={int(k): v for k, v in ckpt["knn"].items()},
+    p = Progress(step=int(ckpt["step"]), knn={int(k): float(v) for k, v in ckpt.get("knn", {}).items()},
                  seconds_before=float(ckpt.get("train_seconds", 0.0)))
     s.log(f"resuming {s.run_dir} at step {p.step}/{s.total_steps} (epoch {p.step // s.steps_per_epoch})")
     return p

@@ -16,6 +16,7 @@ finishes the current step, saves a checkpoint and returns (SIGTERM too); a secon
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,7 @@ from ..distributed import broadcast_object, init_from_env
 from ..errors import JobStopped
 from ..evaluate import knn_accuracy, raw_pixel_features
 from ..optim import set_learning_rate
-from ..rundir import SUMMARY, RunLock, write_json
+from ..rundir import CONFIG, SUMMARY, RunLock, write_json
 from .checkpoints import checkpoint, restore
 from .control import Meter, Stop, lost_peer, resume_command, saved_message, stop_on_signals, stopped_message
 from .monitor import measure
@@ -54,7 +55,10 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False, 
     path = Path(broadcast_object(str(run_dir if run_dir is not None else default_run_dir(cfg))))
     lock = RunLock(path)
     try:
-        s = set_up(cfg, path, echo or tqdm.write, dist, lock, resume)
+        try:
+            s = set_up(cfg, path, echo or tqdm.write, dist, lock, resume)
+        except ValueError as e:  # ConfigError included
+            raise _naming_config(e, path) if resume else e from None
         p = restore(s) if resume else Progress()
         s.log(describe(s))
         return run_epochs(s, p, on_step)
@@ -64,6 +68,14 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False, 
         raise JobStopped(stopped_message(e, dist, path)) from e
     finally:
         lock.release()
+
+
+def _naming_config(e: ValueError, run_dir: Path) -> ValueError:
+    """A resumed run's config is its config.yaml: a problem with one of its values (``section.key=value ...``)
+    names the file."""
+    if re.match(r"[a-z_]+(\.[a-z_]+)+=", str(e)):
+        return type(e)(f"{run_dir / CONFIG}: {e}")
+    return e
 
 
 def run_epochs(s: Session, p: Progress, on_step: OnStep | None) -> RunResult:
