@@ -240,3 +240,21 @@ def test_comparison_figures(tmp_path):
         (path,) = save_figure(fig, tmp_path / "cmp" / f"{name}.v1", ("png",))
         assert path.name == f"{name}.v1.png"
         assert_png(path)
+
+
+def test_a_file_that_cannot_be_drawn_is_one_line_naming_it_and_no_figure_is_left(tmp_path):
+    run = make_run(tmp_path)
+    outputs = outputs_for(np.random.default_rng(0), e=2)
+    lines = (run / "diagnostics.jsonl").read_text().splitlines()
+    (run / "diagnostics.jsonl").write_text("\n".join([json.dumps({"step": 1, "embedding": [1, 2]}), *lines[1:]]))
+    with pytest.raises(ValueError, match=f"{run / 'diagnostics.jsonl'} cannot be drawn \\(TypeError: ") as e:
+        plot_run(run, outputs, formats=("png",))  # the loss curves came first: drawn, never written
+    assert "\n" not in str(e.value) and not (run / "plots").exists()
+    (run / "diagnostics.jsonl").write_text("\n".join(lines))
+    for name, content in (("summary.json", '{"knn_raw_pixels": [1]}'), ("plan/plan.json", '{"results": {"a": 1}}')):
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_text(content)
+        with pytest.raises(ValueError, match=f"{run / name}") as e:
+            plot_run(run, outputs, formats=("png",))
+        assert "\n" not in str(e.value) and not (run / "plots").exists()
+        (run / name).unlink()
