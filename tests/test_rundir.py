@@ -236,15 +236,17 @@ def test_damaged_checkpoints_are_refused_in_one_line_naming_the_file_and_the_ten
                         "is not a usable checkpoint: model.w has NaN (a damaged file"),
              "inf.pt": ({**good, "model": {"w": torch.tensor([float("inf")])}},
                         "is not a usable checkpoint: model.w has an infinite value"),
-             "text.pt": (None, "is not a readable checkpoint (truncated or not a checkpoint: "),
+             "text.pt": (b"hello world\n", "is not a readable checkpoint (truncated or not a checkpoint: "),
+             "png.pt": (b"\x89PNG\r\n\x1a\n", "is not a readable checkpoint (truncated or not a checkpoint: "
+                                             "Unsupported operand 80)"),  # a picture, not an unsafe pickle
              "model.pt": ({**good, "model": [1, 2]}, "is not a usable checkpoint: its model is not a mapping of "
                                                      "names to tensors"),
              "step.pt": ({**good, "step": "abc"}, "is not a usable checkpoint: step='abc' is not a number of steps"),
              "config.pt": ({**good, "config": [1]}, "is not a usable checkpoint: its config is a list, not a mapping"),
              "nostep.pt": ({"config": {}, "model": {}}, "is not a vicreg checkpoint (no 'step' in it)")}
     for name, (content, message) in cases.items():
-        if content is None:
-            (tmp_path / name).write_text("hello world\n")  # torch.load raises a KeyError on this one
+        if isinstance(content, bytes):  # on "hello world" torch.load raises a KeyError
+            (tmp_path / name).write_bytes(content)
         else:
             torch.save(content, tmp_path / name)
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} {message}")) as e:

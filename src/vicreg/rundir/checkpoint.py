@@ -25,9 +25,14 @@ def load_checkpoint(path: Path | str, map_location="cpu", require: tuple[str, ..
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain values
-        raise ValueError(f"refused {path}: it holds objects other than tensors and plain values, which could run "
-                         f"code when loaded (torch.load with weights_only=True refused it)") from None
+    except pickle.UnpicklingError as e:  # weights_only refuses anything but tensors and plain values
+        if "Unsupported global" in str(e):
+            raise ValueError(f"refused {path}: it holds objects other than tensors and plain values, which could "
+                             f"run code when loaded (torch.load with weights_only=True refused it)") from None
+        # not a pickle at all (random bytes, a picture): what the unpickler choked on
+        reason = str(e).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0][:120] if str(e) else ""
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not a checkpoint: "
+                         f"{reason or 'UnpicklingError'})") from None
     except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a file that is not a checkpoint
         reason = first_line(e, 160, default=type(e).__name__)
         raise ValueError(f"{path} is not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
