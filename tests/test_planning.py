@@ -2,6 +2,7 @@
 costs and controllers, closed-loop control with the oracle, and ``vicreg plan`` end to end on a tiny run."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ from vicreg.cli import main
 from vicreg.config import ConfigError, PlanConfig, PredictorConfig, VideoConfig, build_config, plan_config
 from vicreg.data.sprites import generate_sprites
 from vicreg.training import train
-from vicreg.worldmodel import train_predictor
+from vicreg.worldmodel import load_predictor, train_predictor
 from vicreg.worldmodel.action_search import PLANNERS, plan
 from vicreg.worldmodel.closed_loop import (
     OracleController,
@@ -262,6 +263,21 @@ def test_plan_command_prints_the_table_and_refuses_runs_it_cannot_plan_with(plan
     assert main(["plan", str(uncontrolled)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sprites-control" in err
+    assert f"({uncontrolled / 'config.yaml'}: data.dataset=sprites, data.video.controlled=false)" in err
+
+
+def test_a_damaged_pixel_baseline_cache_is_said_and_trained_again(planned_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(planned_run, run, ignore=shutil.ignore_patterns("*.png", "*.svg", "tb"))
+    cache = run / "plan" / "pixel_predictor.pt"
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_bytes(b"\x89PNG\r\n\x1a\n not a predictor")
+    said: list[str] = []
+    cfg = PlanConfig(episodes=2, steps=2, horizon=2, samples=4, iterations=1, elites=2, device="cpu")
+    plan_run(run, cfg, methods=["pixels"], log=said.append)
+    assert any(line.startswith(f"{cache} cannot be used ({cache} is not a readable checkpoint (truncated") and
+               line.endswith("): training it again") for line in said), said
+    assert load_predictor(cache).dim == 64  # 16 x 16 frames pooled by 2
 
 
 def test_plan_pushes_plans_from_the_last_frames_toward_a_goal_frame(planned_run):

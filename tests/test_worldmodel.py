@@ -1,6 +1,7 @@
 """The world model end to end on tiny moving sprites: encoder run -> predictor -> roll-out, probes, pictures."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -13,9 +14,11 @@ from vicreg.training import train
 from vicreg.worldmodel import (
     embed_sequences,
     evaluate_predictor,
+    fit_predictor,
     load_predictor,
     load_sequences,
     probe_report,
+    save_predictor,
     train_predictor,
 )
 
@@ -86,6 +89,14 @@ def test_joint_training_changes_the_encoder_and_evaluation_uses_it(tmp_path):
     assert load_predictor(run_dir / "predictor/predictor.pt").cfg.joint
     report = evaluate_predictor(run_dir, device="cpu", horizons=(1, 2), figure_sequences=1, log=QUIET)
     assert report["predictor"]["joint"] is True
+    # the joint run's encoder, damaged: one line naming it
+    path = run_dir / "predictor/encoder.pt"
+    for state, message in (({**encoder, "backbone.0.weight": encoder["backbone.0.weight"] * float("nan")},
+                            f"{path} is not a usable encoder: backbone.0.weight has NaN"),
+                           ({"w": torch.ones(2)}, f"{path} does not fit the model of {run_dir / 'config.yaml'}")):
+        torch.save(state, path)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            evaluate_predictor(run_dir, device="cpu", horizons=(1,), figure_sequences=1, log=QUIET)
     # a frozen-encoder predictor trained afterwards removes the joint run's encoder
     train_predictor(run_dir, PredictorConfig(epochs=1, context=2, width=16, batch_size=24), device="cpu", log=QUIET)
     assert not (run_dir / "predictor/encoder.pt").exists()
@@ -106,7 +117,8 @@ def test_world_model_needs_a_video_run(tmp_path, capsys):
                                 "data.image_size": 8, "train.progress": False, "train.knn_every": 0})
     train(cfg, run_dir=tmp_path / "digits", echo=QUIET)
     assert main(["train-predictor", str(tmp_path / "digits"), "--device", "cpu"]) == 1
-    assert "not on video" in capsys.readouterr().err
+    assert f"{tmp_path / 'digits' / 'config.yaml'}: the run was trained on data.dataset='digits', not on video" in \
+        capsys.readouterr().err
     assert main(["eval-predictor", str(tmp_path / "digits"), "--device", "cpu"]) == 1
     assert "not on video" in capsys.readouterr().err
     assert main(["eval-predictor", str(tmp_path / "nowhere")]) == 1
@@ -116,3 +128,34 @@ def test_world_model_needs_a_video_run(tmp_path, capsys):
 def test_a_context_longer_than_the_sequences_stops_before_any_work(run_dir, capsys):
     assert main(["train-predictor", str(run_dir), "--predictor.context", "7", "--predictor.train_horizon", "2"]) == 1
     assert "predictor.context=7 plus predictor.train_horizon=2" in capsys.readouterr().err
+
+
+def test_a_damaged_predictor_file_is_one_line_naming_it(tmp_path):
+    cfg = PredictorConfig(epochs=1, context=2, width=8, batch_size=8, device="cpu")
+    fit = fit_predictor(torch.randn(6, 5, 4, generator=torch.Generator().manual_seed(0)), cfg, log=QUIET)
+    path = tmp_path / "predictor.pt"
+    save_predictor(fit, path)
+    assert load_predictor(path).cfg == cfg
+    saved = torch.load(path, weights_only=True)
+    weight = next(k for k, v in saved["model"].items() if v.is_floating_point())
+    cases = [(b"", f"{path} is not a readable checkpoint (truncated or not a checkpoint: "),
+             (b"hello", f"{path} is not a readable checkpoint (truncated or not a checkpoint: "),
+             ({**saved, "model": {**saved["model"], weight: saved["model"][weight] * float("inf")}},
+              f"{path} is not a usable checkpoint: model.{weight} has "),
+             ({**saved, "norm": {"mean": torch.zeros(4), "std": torch.full((4,), float("nan"))}},
+              f"{path} is not a usable predictor: norm.std has NaN"),
+             ({**saved, "cfg": True}, f"{path} is not a predictor vicreg wrote: its cfg is a bool"),
+             ({**saved, "cfg": {**saved["cfg"], "context": "abc"}}, f"{path}: predictor.context='abc' is not valid"),
+             ({**saved, "cfg": {**saved["cfg"], "width": 16}}, f"{path} does not fit the predictor its own config "
+                                                                f"describes (Error(s) in loading state_dict"),
+             ({**saved, "dim": 10 ** 12}, f"{path} is not a predictor vicreg wrote: dim=1000000000000, action_dim=0 "
+                                          f"do not fit its "),
+             ({k: v for k, v in saved.items() if k != "norm"}, f"{path} is not a vicreg checkpoint (no 'norm' in it)")]
+    for content, message in cases:
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        with pytest.raises(ValueError, match=re.escape(message)) as e:
+            load_predictor(path)
+        assert "\n" not in str(e.value)

@@ -17,14 +17,19 @@ from .sequences import actions_of, load_sequences
 __all__ = ["baseline_predictor"]
 
 
-def baseline_predictor(run: LoadedRun, fit: FitResult, path: Path,
-                       features: Callable[[Sequences], Tensor]) -> tuple[FitResult, bool]:
+def baseline_predictor(run: LoadedRun, fit: FitResult, path: Path, features: Callable[[Sequences], Tensor],
+                       log: Callable[[str], None] = lambda _: None) -> tuple[FitResult, bool]:
     """(the predictor of ``features`` (N, T, F) of the run's sequences, trained with ``fit.cfg``, whether it was
-    trained now); kept in ``path`` and read back from it while its settings are ``fit.cfg``."""
+    trained now); kept in ``path`` and read back from it while its settings are ``fit.cfg``. The file is a
+    cache: one that cannot be read (damaged, hand-edited) is said in ``log`` and trained again."""
     if path.exists():
-        cached = load_predictor(path, run.device)
-        if cached.cfg == fit.cfg:
-            return cached, False
+        try:
+            cached = load_predictor(path, run.device)
+        except (OSError, ValueError) as e:  # ConfigError included
+            log(f"{path} cannot be used ({e}): training it again")
+        else:
+            if cached.cfg == fit.cfg:
+                return cached, False
     train, test = load_sequences(run.cfg, "train"), load_sequences(run.cfg, "test")
     result = fit_predictor(features(train), fit.cfg, actions=actions_of(train, fit.cfg), val=features(test),
                            val_actions=actions_of(test, fit.cfg), device=run.device, log=lambda _: None)

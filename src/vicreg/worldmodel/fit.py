@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import LossConfig, PredictorConfig, config_to_dict, predictor_config
+from ..config import ConfigError, LossConfig, PredictorConfig, config_to_dict, predictor_config
 from ..device import cpu_threads, resolve_device, small_cpu_work
+from ..errors import first_line
 from ..loss import covariance_term, variance_term
+from ..rundir import first_non_finite, load_checkpoint
 from ..schedule import warmup_cosine
 from .predictor import EmbeddingNorm, build_predictor, check_actions, check_embeddings, eval_mode
 
@@ -205,18 +207,36 @@ def save_predictor(result: FitResult, path: str | Path) -> None:
 
 
 def load_predictor(path: str | Path, map_location: torch.device | str = "cpu") -> FitResult:
-    """Read what :func:`save_predictor` wrote (torch.load with weights_only=True); the model is in eval mode."""
+    """Read what :func:`save_predictor` wrote (torch.load with weights_only=True); the model is in eval mode. A
+    file that is damaged, not a predictor, or whose config does not fit its weights is one line naming it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved predictor at {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    cfg = predictor_config(state["cfg"])
-    model = build_predictor(cfg, state["dim"], state["action_dim"])
-    model.load_state_dict(state["model"])
-    norm = EmbeddingNorm(state["norm"]["mean"], state["norm"]["std"])
+    state = load_checkpoint(path, map_location, require=("model", "norm", "cfg", "dim", "action_dim"))
+    if not isinstance(state["cfg"], dict):
+        raise ValueError(f"{path} is not a predictor vicreg wrote: its cfg is a {type(state['cfg']).__name__}")
+    try:
+        cfg = predictor_config(state["cfg"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    bad = first_non_finite(state["norm"], "norm")
+    if bad:
+        raise ValueError(f"{path} is not a usable predictor: {bad} (a damaged file: training never saves it)")
+    weights = sum(v.numel() for v in state["model"].values())
+    dims = (state["dim"], state["action_dim"])
+    if not all(type(d) is int and 0 <= d <= weights for d in dims) or dims[0] < 1:
+        raise ValueError(f"{path} is not a predictor vicreg wrote: dim={dims[0]!r}, action_dim={dims[1]!r} do not "
+                         f"fit its {weights} weights")
+    try:
+        model = build_predictor(cfg, *dims)
+        model.load_state_dict(state["model"])
+        norm = EmbeddingNorm(state["norm"]["mean"], state["norm"]["std"])
+        history = [dict(epoch) for epoch in state.get("history") or []]
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        first = first_line(e, 160, default=type(e).__name__)
+        raise ValueError(f"{path} does not fit the predictor its own config describes ({first})") from None
     device = next(iter(state["model"].values())).device
-    return FitResult(model.to(device).eval(), norm.to(device), state["history"], cfg, state["dim"],
-                     state["action_dim"])
+    return FitResult(model.to(device).eval(), norm.to(device), history, cfg, dims[0], dims[1])
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def pixel_predictor(run: LoadedRun, fit: FitResult, out: Path, log: Callable[[st
     t0 = time.perf_counter()
     result, trained = baseline_predictor(
         run, fit, out / PIXEL_PREDICTOR,
-        lambda seq: pixel_embedding(seq.frames_flat()).view(len(seq), seq.frames.shape[1], -1))
+        lambda seq: pixel_embedding(seq.frames_flat()).view(len(seq), seq.frames.shape[1], -1), log)
     if trained:
         log(f"trained the pixel baseline's predictor ({fit.cfg.model}, {result.dim}-D pooled pixels, "
             f"{fit.cfg.epochs} epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE "

@@ -55,8 +55,10 @@ def load_world_model(run_dir: Path | str, device: str = "auto") -> WorldModel:
     run_dir = Path(run_dir)
     run_cfg = check_video_run(run_dir)
     if run_cfg.data.dataset != "sprites" or not run_cfg.data.video.controlled:
-        raise ValueError(f"{run_dir} was not trained on pushed sprites: planning needs a run with actions "
-                         f"(vicreg train --preset sprites-control, then vicreg train-predictor)")
+        controlled = str(run_cfg.data.video.controlled).lower()
+        raise ValueError(f"{run_dir} was not trained on pushed sprites ({run_dir / CONFIG}: data.dataset="
+                         f"{run_cfg.data.dataset}, data.video.controlled={controlled}): planning needs a run with "
+                         f"actions (vicreg train --preset sprites-control, then vicreg train-predictor)")
     run, fit = load_run_with_predictor(run_dir, device)
     if fit.action_dim == 0:
         raise ValueError(f"the predictor in {run_dir / PREDICTOR} takes no pushes (predictor.use_actions false): "

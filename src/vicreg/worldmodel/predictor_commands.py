@@ -13,10 +13,21 @@ import torch
 from torch import Tensor
 
 from ..config import PredictorConfig, predictor_config, save_yaml
+from ..errors import first_line
 from ..loaded_run import LoadedRun, load_run
 from ..plots.style import save_figure
 from ..plots.worldmodel import fig_predicted_frames, fig_probe_table, fig_rollout_errors
-from ..rundir import CONFIG, EVAL, PREDICTOR, PREDICTOR_ENCODER, PREDICTOR_HISTORY, PREDICTOR_WEIGHTS, write_json
+from ..rundir import (
+    CONFIG,
+    EVAL,
+    PREDICTOR,
+    PREDICTOR_ENCODER,
+    PREDICTOR_HISTORY,
+    PREDICTOR_WEIGHTS,
+    first_non_finite,
+    load_checkpoint,
+    write_json,
+)
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
 from .joint import fit_joint
 from .probes import probe_report
@@ -94,7 +105,15 @@ def load_run_with_predictor(run_dir: Path | str, device: str = "auto",
     run = load_run(run_dir, device, log=lambda _: None)
     fit = load_predictor(out / PREDICTOR_WEIGHTS, predictor_device or run.device)
     if (out / PREDICTOR_ENCODER).exists():  # joint training changed the encoder
-        run.model.load_state_dict(torch.load(out / PREDICTOR_ENCODER, map_location=run.device, weights_only=True))
+        path = out / PREDICTOR_ENCODER
+        state = load_checkpoint(path, run.device)  # the encoder's state dict: names to tensors
+        bad = first_non_finite(state)
+        if bad:
+            raise ValueError(f"{path} is not a usable encoder: {bad} (a damaged file: training never saves it)")
+        try:
+            run.model.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path} does not fit the model of {run_dir / CONFIG} ({first_line(e)})") from None
     return run, fit
 
 

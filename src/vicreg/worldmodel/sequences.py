@@ -14,7 +14,7 @@ from ..data.sprites import generate_sprites
 from ..data.video import Sequences, load_moving_mnist
 from ..evaluate import extract_outputs
 from ..loaded_run import LoadedRun
-from ..rundir import read_config
+from ..rundir import CONFIG, read_config
 
 __all__ = ["VIDEO_DATASETS", "load_sequences", "check_video_run", "embed_frames", "embed_sequences", "actions_of",
            "spread"]
@@ -40,7 +40,10 @@ def check_video_run(run_dir: Path, cfg: PredictorConfig | None = None) -> Config
     enough for the predictor's context and training horizon."""
     run_cfg = read_config(run_dir)
     if run_cfg.data.dataset not in VIDEO_DATASETS:
-        load_sequences(run_cfg, "train")  # raises the explanation
+        try:
+            load_sequences(run_cfg, "train")  # raises the explanation
+        except ValueError as e:
+            raise ValueError(f"{Path(run_dir) / CONFIG}: {e}") from None
     if run_cfg.data.dataset == "sprites":
         length = run_cfg.data.video.length
     elif run_cfg.data.dataset == "episodes":

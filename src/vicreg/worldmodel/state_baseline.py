@@ -48,7 +48,7 @@ def state_predictor(run: LoadedRun, fit: FitResult, spec: EnvSpec, out: Path, lo
             raise ValueError("the state baseline needs episodes that hold the environment's states")
         return state_features(seq.states, spec)
 
-    result, trained = baseline_predictor(run, fit, out / STATE_PREDICTOR, features)
+    result, trained = baseline_predictor(run, fit, out / STATE_PREDICTOR, features, log)
     if trained:
         log(f"trained the state baseline's predictor ({fit.cfg.model}, {result.dim}-D true poses, {fit.cfg.epochs} "
             f"epochs) in {time.perf_counter() - t0:.1f} s; val 1-step MSE {result.history[-1]['val_loss']:.4f}")
