@@ -10,10 +10,13 @@ Every variant is a set of config overrides on top of the preset and the common `
     # the same grid at reduced scale on 2 CPU cores (about 4 minutes a run)
     python benchmarks/recipe_search.py --preset resnet18-fashion --device cpu --data.limit_train 2048 \\
         --data.limit_test 1000 --train.epochs 3 --train.batch_size 128 --optim.warmup_epochs 1
+    # the ViT preset's grid (learning rate, weight decay) at the same reduced scale
+    python benchmarks/recipe_search.py --preset vit-tiny-fashion --device cpu --data.limit_train 2048 \\
+        --data.limit_test 1000 --train.epochs 3 --train.batch_size 128 --optim.warmup_epochs 1
     # your own grid: the product of the listed values
     python benchmarks/recipe_search.py --set optim.eta=0.01,0.02,0.05 --set optim.lr=0.3,0.6
 
-The grid is data (GRID below): edit it, or pass ``--set`` (repeatable) to replace it.
+The grids are data (GRIDS below, one per preset): edit them, or pass ``--set`` (repeatable) to replace one.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ def _crop(low: float) -> dict:
     return {"augment.view_a.crop_scale": [low, 1.0], "augment.view_b.crop_scale": [low, 1.0]}
 
 
-# label -> overrides. The first row is the recipe before this search (LARS eta 0.001, the paper's ImageNet
-# value); then the trust coefficient, the learning rate and the crop scale one at a time around eta 0.02.
+# label -> overrides, one grid per preset (GRIDS; the ResNet grid for a preset not listed). The ResNet grid's first
+# row is the recipe before its search (LARS eta 0.001, the paper's ImageNet value); then the trust coefficient,
+# the learning rate and the crop scale one at a time around eta 0.02.
 GRID: dict[str, dict] = {
     "eta 0.001 (before)": {"optim.eta": 0.001},
     "eta 0.005": {"optim.eta": 0.005},
@@ -49,6 +53,18 @@ GRID: dict[str, dict] = {
     "eta 0.02, lr 0.6": {"optim.eta": 0.02, "optim.lr": 0.6},
     "eta 0.02, crop 0.2": {"optim.eta": 0.02, **_crop(0.2)},
 }
+
+# The ViT's AdamW learning rate (x batch / 256) around the ViT SSL recipes' 5e-4 (DINO, MoCo v3: 1.5e-4 to 5e-4),
+# and its weight decay (0.05 against the ResNet presets' 1e-4).
+VIT_GRID: dict[str, dict] = {
+    "lr 2.5e-4": {"optim.lr": 2.5e-4},
+    "lr 5e-4 (preset)": {"optim.lr": 5e-4},
+    "lr 1e-3": {"optim.lr": 1e-3},
+    "lr 2e-3": {"optim.lr": 2e-3},
+    "lr 1e-3, weight decay 1e-4": {"optim.lr": 1e-3, "optim.weight_decay": 1e-4},
+}
+
+GRIDS: dict[str, dict[str, dict]] = {"vit-tiny-fashion": VIT_GRID}
 
 
 def grid_from_sets(items: list[str]) -> dict[str, dict]:
@@ -82,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
     p.add_argument("--markdown", type=Path, default=None, help="write the table to this Markdown file")
     args, extra = p.parse_known_args(argv)
-    grid = grid_from_sets(args.set) if args.set else dict(GRID)
+    grid = grid_from_sets(args.set) if args.set else dict(GRIDS.get(args.preset, GRID))
     if args.only:
         wanted = [s.strip() for s in args.only.split(",")]
         unknown = [w for w in wanted if w not in grid]

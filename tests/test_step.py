@@ -22,6 +22,9 @@ MODELS = {
                                       expander=[16, 16]),
     "small_cnn+seed_head": ModelConfig(backbone="small_cnn", head="seed", head_widths=[16, 8], embedding_dim=4,
                                        expander=[16, 16], dropout=0.0),
+    # a ViT (layer norm, per sample; per-view batch norm in the expander only), 4x4 patches of the 8x8 views
+    "timm_vit": ModelConfig(backbone="timm:vit_tiny_patch16_224", expander=[32, 32],
+                            backbone_args={"patch_size": 4, "depth": 1, "embed_dim": 24, "num_heads": 2}),
 }
 
 
@@ -32,7 +35,7 @@ def _views(n=6, channels=3, size=8, seed=0):
 
 def _pair(name, channels=3, dtype=torch.float32):
     torch.manual_seed(0)
-    plain = build_model(MODELS[name], channels, [0.5] * channels, [0.25] * channels).to(dtype).train()
+    plain = build_model(MODELS[name], channels, [0.5] * channels, [0.25] * channels, 8).to(dtype).train()
     fast = copy.deepcopy(plain)
     PerViewBatchNorm.convert_per_view_batchnorm(fast)
     assert sum(isinstance(m, PerViewBatchNorm) for m in fast.modules()) == \

@@ -1,8 +1,9 @@
-"""The backbone registry: name -> constructor, output width and smallest input side.
+"""The backbone registry: name -> constructor, output width and smallest input side; and any timm model.
 
 ``BACKBONES`` maps each name to a :class:`BackboneSpec`; ``create_backbone(name, in_channels)`` builds one
-and the ``register_backbone`` decorator adds your own (as timm's registry does). Nothing here knows the
-config: vicreg.config validates ``model.backbone`` against these names, vicreg.models builds the model.
+and the ``register_backbone`` decorator adds your own (as timm's registry does). A name ``timm:NAME`` is any
+model of timm (:mod:`vicreg.timm_backbone`), Vision Transformers included. Nothing here knows the config:
+vicreg.config validates ``model.backbone`` with :func:`backbone_problem`, vicreg.models builds the model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["BACKBONES", "BackboneSpec", "register_backbone", "create_backbone", "input_size"]
+from .errors import first_line
+from .timm_backbone import TIMM_PREFIX, build_timm, check_timm_name, is_timm
+
+__all__ = ["BACKBONES", "BackboneSpec", "register_backbone", "create_backbone", "backbone_problem", "input_size",
+           "TIMM_PREFIX", "is_timm"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,35 @@ def register_backbone(name: str, out_dim: int, min_size: int, description: str):
     return wrap
 
 
-def create_backbone(name: str, in_channels: int = 3, pretrained: bool = False) -> tuple[nn.Module, int]:
-    """Build a registered backbone; returns (module, output dimension)."""
+def backbone_problem(name: str) -> str | None:
+    """None for a registered name or a model timm knows (``timm:NAME``), else what is wrong, in words."""
+    if is_timm(name):
+        return check_timm_name(name)
+    if name in BACKBONES:
+        return None
+    return f"expected one of {', '.join(sorted(BACKBONES))}, or timm:NAME (any timm model)"
+
+
+def create_backbone(name: str, in_channels: int = 3, pretrained: bool = False, image_size: int | None = None,
+                    args: dict | None = None) -> tuple[nn.Module, int]:
+    """Build a registered backbone or a timm one; returns (module, output dimension). ``image_size`` (the side of
+    the images it will see) and ``args`` (keyword arguments) are for timm models; registered ones take any size
+    from their minimum on and no arguments."""
+    if is_timm(name):
+        return build_timm(name, in_channels, pretrained, image_size, args)
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r} (known backbones: {', '.join(sorted(BACKBONES))})")
+    if args:
+        raise ValueError(f"model.backbone_args={args} is not valid for {name}: only timm backbones take arguments")
     spec = BACKBONES[name]
-    return spec.build(in_channels, pretrained), spec.out_dim
+    try:
+        return spec.build(in_channels, pretrained), spec.out_dim
+    except (OSError, RuntimeError) as e:  # torchvision's download: offline, or a broken file in the cache
+        if not pretrained:
+            raise
+        raise OSError(f"cannot load the pretrained weights of {name} ({type(e).__name__}: {first_line(e)}): put "
+                      f"them in {torch.hub.get_dir()}/checkpoints from a machine online, or use "
+                      f"--model.pretrained false") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +163,7 @@ def input_size(backbone: str, native: int, requested: int | None = None,
     """The side of the images fed to ``backbone``: ``requested`` (data.image_size) or the ``native`` size,
     raised to the backbone's minimum (said in the log)."""
     size = requested or native
-    min_size = BACKBONES[backbone].min_size
+    min_size = 8 if is_timm(backbone) else BACKBONES[backbone].min_size  # timm: the model's own check, when built
     if size < min_size:
         log(f"resizing {size}x{size} images to {min_size}x{min_size}: backbone {backbone} needs at least "
             f"{min_size}x{min_size}")

@@ -112,8 +112,11 @@ class VICReg(nn.Module):
         return ModelOutput(r, e, self.expander(e))
 
 
-def build_model(cfg: ModelConfig, in_channels: int, mean: list[float], std: list[float]) -> VICReg:
-    backbone, dim = create_backbone(cfg.backbone, in_channels, cfg.pretrained)
+def build_model(cfg: ModelConfig, in_channels: int, mean: list[float], std: list[float],
+                image_size: int | None = None) -> VICReg:
+    """The model of ``cfg`` for images of ``in_channels`` channels and side ``image_size`` (what a timm backbone is
+    built for: a ViT's position embeddings fix it; registered backbones take any size from their minimum on)."""
+    backbone, dim = create_backbone(cfg.backbone, in_channels, cfg.pretrained, image_size, cfg.backbone_args)
     if cfg.head == "none":
         head, e = None, dim
     elif cfg.head == "seed":

@@ -97,12 +97,25 @@ def _lars_foreach(params: list[Tensor], grads: list[Tensor], bufs: list[Tensor],
         torch._foreach_add_(params, bufs, alpha=-lr)
 
 
+def exempt_from_decay(model: nn.Module) -> set[str]:
+    """The full names of the parameters that a module of ``model`` says take no weight decay (timm's
+    ``no_weight_decay()``: a ViT's position embedding and class token)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        said = getattr(module, "no_weight_decay", None)
+        if callable(said):
+            names |= {f"{prefix}.{n}" if prefix else n for n in said()}
+    return names
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with weight decay, biases and norm weights without (trainable only)."""
+    """Two groups: weights with weight decay; biases, norm weights and what timm exempts without (trainable
+    only)."""
     decay, no_decay = [], []
-    for p in model.parameters():
+    exempt = exempt_from_decay(model)
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if exclude_bias_and_norm(p) else decay).append(p)
+            (no_decay if exclude_bias_and_norm(p) or name in exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

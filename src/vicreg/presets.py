@@ -124,6 +124,20 @@ PRESETS: dict[str, dict] = {
                   "warmup_epochs": 2, "final_lr_ratio": 0.001},
         "train": {"epochs": 30, "batch_size": 512, "knn_every": 5, "checkpoint_every": 10},
     },
+    # A Vision Transformer for small images: timm's ViT-Tiny (12 blocks of width 192, 3 heads) on 4x4 patches
+    # (28x28 -> 49 tokens and the class token, whose output is the representation), AdamW with linear warm-up and
+    # cosine decay and a weight decay of 0.05, as the ViT SSL recipes (DINO, MoCo v3) train them; no batch norm
+    # in the backbone (the expander keeps its own). The same images and epochs as resnet18-fashion; the learning
+    # rate from benchmarks/recipe_search.py --preset vit-tiny-fashion (docs/results.md).
+    "vit-tiny-fashion": {
+        "data": {"dataset": "fashion-mnist"},
+        "augment": _augment("grey28"),
+        "model": {"backbone": "timm:vit_tiny_patch16_224", "backbone_args": {"patch_size": 4}, "head": "none",
+                  "expander": [2048, 2048, 2048]},
+        "optim": {"name": "adamw", "lr": 5e-4, "lr_scaling": "linear", "weight_decay": 0.05,
+                  "warmup_epochs": 2, "final_lr_ratio": 0.01},
+        "train": {"epochs": 30, "batch_size": 512, "knn_every": 5, "checkpoint_every": 10},
+    },
 }
 
 # Longer schedules of a preset: the same recipe with more epochs (data, merged over the base preset).

@@ -90,6 +90,18 @@ def plan_step(cfg: Config, device: torch.device, world: int = 1) -> tuple[StepPl
     return plan, notes
 
 
+def batchnorm_notes(model: nn.Module, cfg: Config, plan: StepPlan) -> list[str]:
+    """What the plan's batch norm does for a backbone without batch-norm layers (a Vision Transformer: layer norm,
+    per sample, so stacking the views changes nothing there): it applies to the head and expander only."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not (plan.per_view or plan.sync_batchnorm):
+        return []
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        return []
+    what = " and ".join(w for w, on in (("per-view", plan.per_view), ("synced", plan.sync_batchnorm)) if on)
+    return [f"{cfg.model.backbone} has no batch norm: {what} batch norm applies to the head and expander only"]
+
+
 def stack_views(xa: Tensor, xb: Tensor, channels_last: bool = False) -> Tensor:
     """(N, C, S, S) twice -> (2N, C, S, S): view a's rows first; channels_last memory format if asked."""
     x = torch.cat([xa, xb])
@@ -153,6 +165,7 @@ class Step:
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device, *, dist: Dist = Dist(),
                  log: Callable[[str], None] = print, optimizer: torch.optim.Optimizer | None = None):
         self.plan, notes = plan_step(cfg, device, dist.world)
+        notes += batchnorm_notes(model, cfg, self.plan)
         for note in notes:
             log(note)
         plan = self.plan

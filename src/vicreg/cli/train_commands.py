@@ -49,18 +49,22 @@ def config_command(args) -> int:
 
 
 def presets_command(args) -> int:
-    from ..backbones import BACKBONES
+    from ..backbones import BACKBONES, TIMM_PREFIX
     from ..presets import PRESETS, RECIPES
 
     print("presets (vicreg train --preset NAME):")
     for name, p in PRESETS.items():
         d, m = p.get("data", {}), p.get("model", {})
-        print(f"  {name:22s} {d.get('dataset', '?'):14s} {m.get('backbone', '?'):15s} "
+        print(f"  {name:22s} {d.get('dataset', '?'):14s} {m.get('backbone', '?'):26s} "
               f"expander {m.get('expander')}, {p.get('train', {}).get('epochs')} epochs")
     print("augmentation recipes (--augment.recipe NAME):", ", ".join(RECIPES))
     print("backbones (--model.backbone NAME):")
     for spec in BACKBONES.values():
         print(f"  {spec.name:15s} {spec.description}")
+    print(f"  {TIMM_PREFIX + 'NAME':15s} any timm model (pip install timm), without its classifier, for the dataset's "
+          f"channels and image size;\n{'':17s} its arguments as --model.backbone_args.KEY VALUE, e.g. --model.backbone "
+          f"timm:vit_tiny_patch16_224 --model.backbone_args.patch_size 4;\n{'':17s} "
+          f"python -c \"import timm; print(timm.list_models('vit_*'))\" lists the models")
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..backbones import BACKBONES
+from ..backbones import backbone_problem, is_timm
 from ..presets import RECIPES
 from .coercion import shown
 from .schema import Config, ConfigError, PlanConfig, PredictorConfig, TrainConfig, ViewAugment
@@ -15,6 +15,8 @@ VIDEO = ("sprites", "moving-mnist", "episodes")  # the datasets of sequences (te
 
 
 SEED_LIMIT = 2**32 - 1  # numpy's and scikit-learn's seeds (random_state) stop here
+MAX_SIDE = 4096  # the largest image side, in pixels (data.image_size, data.video.canvas)
+MAX_WORKERS = 256  # the most DataLoader worker processes (each one imports torch)
 NAME_RULE = ("a run name is one folder name: not empty, not '.', not starting with '..', without /, \\ or control "
              "characters, at most 255 bytes")
 
@@ -79,10 +81,11 @@ def validate(cfg: Config) -> None:
 
     check_names(cfg)
     d = cfg.data
-    check(d.image_size is None or d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8 or null")
+    check(d.image_size is None or 8 <= d.image_size <= MAX_SIDE, "data.image_size", d.image_size,
+          f"must be in [8, {MAX_SIDE}] or null")
     check(d.limit_train is None or d.limit_train >= 2, "data.limit_train", d.limit_train, "must be >= 2 or null")
     check(d.limit_test is None or d.limit_test >= 1, "data.limit_test", d.limit_test, "must be >= 1 or null")
-    check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
+    check(0 <= d.num_workers <= MAX_WORKERS, "data.num_workers", d.num_workers, f"must be in [0, {MAX_WORKERS}]")
     check(0.0 < d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
     check(0.0 < d.max_device_fraction <= 1.0, "data.max_device_fraction", d.max_device_fraction, "must be in (0, 1]")
     check(d.dataset != "folder" or d.data_dir is not None, "data.data_dir", d.data_dir,
@@ -105,8 +108,8 @@ def validate(cfg: Config) -> None:
     check(d.dataset != "sprites" or d.temporal_offset < v.length, "data.temporal_offset", d.temporal_offset,
           f"must be smaller than data.video.length={v.length}")
     check(v.sprite_size >= 2, "data.video.sprite_size", v.sprite_size, "must be >= 2")
-    check(v.canvas > v.sprite_size, "data.video.canvas", v.canvas,
-          f"must be larger than data.video.sprite_size={v.sprite_size}")
+    check(v.sprite_size < v.canvas <= MAX_SIDE, "data.video.canvas", v.canvas,
+          f"must be larger than data.video.sprite_size={v.sprite_size} and at most {MAX_SIDE}")
     check(v.objects >= 1, "data.video.objects", v.objects, "must be >= 1")
     check(0.0 <= v.speed[0] <= v.speed[1], "data.video.speed", list(v.speed), "need 0 <= min <= max")
     check(v.distractors >= 0, "data.video.distractors", v.distractors, "must be >= 0")
@@ -117,7 +120,10 @@ def validate(cfg: Config) -> None:
     check(v.max_speed > 0.0, "data.video.max_speed", v.max_speed, "must be > 0")
 
     m = cfg.model
-    check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"expected one of {', '.join(sorted(BACKBONES))}")
+    problem = backbone_problem(m.backbone)
+    check(problem is None, "model.backbone", m.backbone, problem or "")
+    check(not m.backbone_args or is_timm(m.backbone), "model.backbone_args", m.backbone_args,
+          f"only timm backbones (timm:NAME) take arguments, not {m.backbone!r}")
     if m.head != "none":
         check(m.embedding_dim is not None and m.embedding_dim >= 1, "model.embedding_dim", m.embedding_dim,
                f"head {m.head!r} needs a positive embedding_dim")

@@ -45,6 +45,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
+    if origin is dict:
+        return "a mapping of argument names to values"
     if origin is list:
         return f"a comma-separated list of {_plural(_describe(args[0]))}"
     if origin is tuple:
@@ -88,6 +90,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise bad()
+    if origin is dict:
+        return _mapping(value, key, bad)
     if origin in (list, tuple):
         if isinstance(value, str):  # "64,64" or "[64, 64]"
             text = value.strip().removeprefix("[").removesuffix("]") if value.strip().startswith("[") else value
@@ -137,6 +141,28 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             return str(value)
         raise bad()
     raise bad()
+
+
+def _mapping(value: Any, key: str, bad) -> dict:
+    """A mapping of names to YAML scalars or lists of them (keyword arguments), from a dict or its YAML text."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else {}
+        except yaml.YAMLError:
+            raise bad() from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad()
+    for k, v in value.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ConfigError(f"{key}: {k!r} is not valid: an argument's name must be an identifier")
+        items = v if isinstance(v, list) else [v]
+        if not all(x is None or isinstance(x, (bool, int, str)) or (isinstance(x, float) and math.isfinite(x))
+                   for x in items):
+            raise ConfigError(f"{key}.{k}={v!r} is not valid: expected a finite number, a string, true/false, null "
+                              f"or a list of them")
+    return dict(value)
 
 
 def from_dict(cls: type, data: dict, prefix: str) -> Any:

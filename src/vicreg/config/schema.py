@@ -7,7 +7,7 @@ A run's configuration is one :class:`Config` made of sections (``data``, ``augme
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
@@ -111,8 +111,11 @@ class ModelConfig:
     representation used for k-NN evaluation and plots. The loss is applied to the *projection*.
     """
 
-    backbone: str = "small_cnn"  # a name in vicreg.backbones.BACKBONES
-    pretrained: bool = False  # torchvision weights where the backbone has them (downloads)
+    backbone: str = "small_cnn"  # a name in vicreg.backbones.BACKBONES, or timm:NAME (any timm model, e.g.
+    #                               timm:vit_tiny_patch16_224; vicreg presets lists both)
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # timm backbones: keyword arguments of the model
+    #   (e.g. --model.backbone_args.patch_size 4); the channels and, for ViTs, the image size are passed already
+    pretrained: bool = False  # timm's or torchvision's weights where the backbone has them (downloads)
     freeze_backbone: bool = False
     head: Literal["none", "seed", "mlp"] = "none"  # seed: the write-up's Linear/ReLU/Dropout/BN head
     head_widths: list[int] = field(default_factory=list)  # hidden widths of the head (seed: 128, 32)

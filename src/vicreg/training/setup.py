@@ -93,7 +93,7 @@ def set_up(cfg: Config, run_dir: Path, echo: Callable[[str], None], dist: Dist =
     batches = make_batches(cfg, dataset, device, log, dist)
     mean, std = channel_stats(stats_sample(dataset, whole_clips=bool(cfg.data.temporal_offset)))
 
-    model = build_model(cfg.model, dataset.channels, mean, std).to(device)
+    model = build_model(cfg.model, dataset.channels, mean, std, size).to(device)
     if dist.rank:  # the weights are rank 0's (DDP broadcasts them); dropout and the like draw per rank
         torch.manual_seed(cfg.train.seed + AUGMENT_SEED_STRIDE * dist.rank)
     if cfg.data.temporal_offset:  # two frames of a clip, up to temporal_offset apart, each augmented
