@@ -144,3 +144,28 @@ def test_fields_set_but_not_used_are_noted_once_on_stderr(tmp_path, capsys):
     assert yaml.safe_load(captured.out)["model"]["embedding_dim"] == 64  # still printed as set
     assert main(["train", "--train.epochs", "0", "--optim.eta", "0.5"]) == 2  # a bad config: its error alone
     assert capsys.readouterr().err == "vicreg: error: train.epochs=0 is not valid: must be >= 1\n"
+
+
+def test_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(monkeypatch, capsys):
+    import vicreg.cli.train_commands as commands
+
+    def raises(error):
+        def handler(args):
+            raise error
+        return handler
+
+    alloc = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                         "you tried to allocate 4000000000000 bytes. Error code 12 (Cannot allocate memory)\nframe #0")
+    monkeypatch.setattr(commands, "config_command", raises(alloc))
+    assert main(["config"]) == 1
+    assert capsys.readouterr().err == (
+        "vicreg: error: out of memory (DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000000000 "
+        "bytes. Error code 12 (Cannot allocate memory)): a size in the config or the options is too large for this "
+        "machine\n")
+    monkeypatch.setattr(commands, "config_command", raises(MemoryError()))
+    assert main(["config"]) == 1
+    assert capsys.readouterr().err == ("vicreg: error: out of memory (MemoryError): a size in the config or the "
+                                       "options is too large for this machine\n")
+    monkeypatch.setattr(commands, "config_command", raises(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug keeps its traceback
+        main(["config"])

@@ -109,6 +109,11 @@ def test_override_syntax_error():
         ({"data.data_dir": "\x00"}, "data.data_dir='\\x00' is not valid: a path cannot hold a NUL byte"),
         ({"data": "x"}, "data='x' is not valid: data is a section, expected a mapping of its keys (dataset, data_dir"),
         ({"data.video": 3}, "data.video=3 is not valid: data.video is a section, expected a mapping of its keys"),
+        ({"data.image_size": 4097}, "data.image_size=4097 is not valid: must be in [8, 4096] or null"),
+        ({"data.dataset": "sprites", "data.video.canvas": 10**12},
+         "data.video.canvas=1000000000000 is not valid: must be larger than data.video.sprite_size=12 and at most "
+         "4096"),
+        ({"data.num_workers": 10**8}, "data.num_workers=100000000 is not valid: must be in [0, 256]"),
     ],
 )
 def test_non_finite_huge_and_unrepresentable_values_are_one_line_errors(overrides, message):

@@ -23,3 +23,13 @@ def first_line(e: BaseException, limit: int | None = 200, default: str = "") -> 
     one-line error quotes of an exception from below (torch, PIL, pickle)."""
     lines = str(e).strip().splitlines()
     return (lines[0] if lines else default)[:limit]
+
+
+MEMORY_MARKS = ("can't allocate memory", "out of memory", "Storage size calculation overflowed",
+                "Overflow when unpacking")  # what torch's allocators say of a size too large for the memory
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` says that something was too large for the memory: a MemoryError, torch's CPU or CUDA
+    allocator, or a tensor size beyond 64 bits (a huge ``data.image_size``, ``model.expander``...)."""
+    return isinstance(e, MemoryError) or any(mark in str(e) for mark in MEMORY_MARKS)

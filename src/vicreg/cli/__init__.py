@@ -27,11 +27,12 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from .. import __version__
 from ..config import ConfigError
-from ..errors import FollowedRank0, JobStopped, NodeConfigError
+from ..errors import FollowedRank0, JobStopped, NodeConfigError, first_line, out_of_memory
 from .collect_command import add_collect_command
 from .experiment_command import add_experiment_command
 from .options import OneLineParser, one_line
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(e, 2)
     except (OSError, ValueError, FloatingPointError, JobStopped, FollowedRank0) as e:
         return report_error(e, 1)
+    except (RuntimeError, TypeError, MemoryError) as e:  # a size too large for the memory: one line; others raise
+        if not out_of_memory(e):
+            raise
+        said = re.sub(r"^\[enforce fail at [^]]*\]( err == 0\.)? *", "", first_line(e, None, type(e).__name__))
+        return report_error(MemoryError(f"out of memory ({said[:160]}): a size in the config or the options is too "
+                                        f"large for this machine"), 1)
     except KeyboardInterrupt:
         print("vicreg: aborted", file=sys.stderr)
         return 130
