@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..backbones import BACKBONES
+from ..backbones import backbone_problem, is_timm
 from ..presets import RECIPES
 from .coercion import shown
 from .schema import Config, ConfigError, PlanConfig, PredictorConfig, TrainConfig, ViewAugment
@@ -120,7 +120,10 @@ def validate(cfg: Config) -> None:
     check(v.max_speed > 0.0, "data.video.max_speed", v.max_speed, "must be > 0")
 
     m = cfg.model
-    check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"expected one of {', '.join(sorted(BACKBONES))}")
+    problem = backbone_problem(m.backbone)
+    check(problem is None, "model.backbone", m.backbone, problem or "")
+    check(not m.backbone_args or is_timm(m.backbone), "model.backbone_args", m.backbone_args,
+          f"only timm backbones (timm:NAME) take arguments, not {m.backbone!r}")
     if m.head != "none":
         check(m.embedding_dim is not None and m.embedding_dim >= 1, "model.embedding_dim", m.embedding_dim,
                f"head {m.head!r} needs a positive embedding_dim")
