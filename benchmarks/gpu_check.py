@@ -3,13 +3,15 @@
     make gpu-check                     # = python benchmarks/gpu_check.py --out gpu_check.json
     python benchmarks/gpu_check.py --quick --device cpu     # the same path on a CPU, tiny (a dry run)
 
-Parts, each a subprocess with its own time limit (150, 180, 180, 240 and 240 s), so that one failure or
-overrun leaves the others' figures in the file (with its return code and the tail of its output):
+Parts, each a subprocess with its own time limit (150, 3 x 180, 240 and 240 s), so that one failure or
+overrun leaves the others' figures in the file (with its return code and the tail of its output); the
+throughput part runs three presets, 180 s each at most:
 
 1. ``pytest -m cuda``: the CUDA-only tests (per-view batch norm on the GPU, the compiled step under CUDA
    graphs for the forward and loss and for the whole update, the asynchronous metrics path, data on the GPU).
 2. ``benchmarks/throughput.py``: the default step first, then the eager, whole-update and joint-BN variants,
-   on ResNet-18 at 32x32x3 and 28x28x1, batch 512 (images/s, ms/step, share of the bf16 peak, compile time).
+   on ResNet-18 at 32x32x3 and 28x28x1, batch 512 (images/s, ms/step, share of the bf16 peak, compile time);
+   the default and eager steps of the vit-tiny-fashion preset (timm's ViT-Tiny, 4x4 patches, 28x28x1).
 3. ``benchmarks/time_to_accuracy.py``: the resnet18-fashion preset as it ships, training seconds to
    k-NN@20 of 88, 89, 90 and 91 % on the Fashion-MNIST test set (``--fashion-dir``: the IDX .gz files).
 4. ``benchmarks/planning.py``: the sprites-control encoder and predictor trained on the device, then
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         # each compiled variant compiles once (tens of seconds): the default and the whole update on 32x32,
         # the default and joint batch norm on 28x28; eager as the before-and-after of compilation
         for name, preset, variants in (("throughput_32x32x3", "resnet18-cifar", "ours,eager,step"),
-                                       ("throughput_28x28x1", "resnet18-fashion", "ours,joint,eager")):
+                                       ("throughput_28x28x1", "resnet18-fashion", "ours,joint,eager"),
+                                       ("throughput_vit_28x28x1", "vit-tiny-fashion", "ours,eager")):
             out = tmp / f"{name}.json"
             run(name, [py, "benchmarks/throughput.py", "--preset", preset, "--device", args.device, "--variants",
                        variants, "--json", str(out), *quick], 180 if not args.quick else 300, report)

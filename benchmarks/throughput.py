@@ -190,7 +190,7 @@ def run_reference(cfg: Config, images: torch.Tensor, size: int, device: torch.de
                   steps: int) -> Measured:
     bs = cfg.train.batch_size
     mean, std = channel_stats(images)
-    model = build_model(cfg.model, images.shape[1], mean, std).to(device).train()
+    model = build_model(cfg.model, images.shape[1], mean, std, size).to(device).train()
     optimizer = one_at_a_time_optimizer(cfg, model)
     loss_fn = make_loss_fn(model, cfg.loss, stack=False, amp=None, channels_last=False)
     loader = torch.utils.data.DataLoader(PILTwoViews(images, cfg, size), batch_size=bs, shuffle=True, drop_last=True,
@@ -222,7 +222,7 @@ class Ours:
     def __init__(self, cfg: Config, images: torch.Tensor, size: int, device: torch.device):
         self.cfg, self.device, self.bs = cfg, device, cfg.train.batch_size
         mean, std = channel_stats(images)
-        self.model = build_model(cfg.model, images.shape[1], mean, std).to(device).train()
+        self.model = build_model(cfg.model, images.shape[1], mean, std, size).to(device).train()
         # stacked views: the step's own optimiser, at the peak learning rate as build_optimizer leaves it; the
         # plain loop updates one parameter at a time (ours uses multi-tensor kernels)
         optimizer = None if cfg.train.stack_views else one_at_a_time_optimizer(cfg, self.model)

@@ -128,9 +128,11 @@ def test_stack_views_order_and_memory_format():
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
                     reason="torch.compile on the CPU needs a C compiler")
 @pytest.mark.slow
-def test_compiled_fast_step_is_one_graph_and_matches_eager():
-    """train.compile hands make_loss_fn to torch.compile: one graph (no breaks), the same loss and gradients."""
-    plain, fast = _pair("small_cnn")
+@pytest.mark.parametrize("name", ["small_cnn", "timm_vit"])
+def test_compiled_fast_step_is_one_graph_and_matches_eager(name):
+    """train.compile hands make_loss_fn to torch.compile: one graph (no breaks), the same loss and gradients;
+    for a timm ViT too (its attention, layer norm and class token trace whole)."""
+    plain, fast = _pair(name)
     xa, xb = _views()
     fn = make_loss_fn(fast, LossConfig(), stack=True)
     explained = torch._dynamo.explain(fn)(xa, xb)
