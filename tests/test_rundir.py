@@ -18,6 +18,7 @@ from vicreg.rundir import (
     create_run_dir,
     is_finished,
     load_checkpoint,
+    load_weights,
     read_config,
     read_config_dict,
     read_diagnostics,
@@ -252,3 +253,11 @@ def test_damaged_checkpoints_are_refused_in_one_line_naming_the_file_and_the_ten
         with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} {message}")) as e:
             load_checkpoint(tmp_path / name, require=("model", "step"))
         _one_line(e)
+
+
+def test_load_weights_refuses_what_load_state_dict_would_cast_silently():
+    module = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="weight is torch.int64 where the model holds torch.float32"):
+        load_weights(module, {"weight": torch.zeros(2, 2, dtype=torch.int64), "bias": torch.zeros(2)})
+    load_weights(module, {"weight": torch.ones(2, 2), "bias": torch.zeros(2)})
+    assert torch.equal(module.weight.detach(), torch.ones(2, 2))

@@ -306,6 +306,9 @@ def test_a_damaged_checkpoint_or_config_stops_a_resume_in_one_line_naming_it(tmp
                                        f"k-NN or seconds are not what training writes: AttributeError: 'list' "
                                        f"object has no attribute 'get')")
     assert resume_with(knn={"5": "abc"}).startswith(f"{path} is not a checkpoint this run can resume from")
+    assert resume_with(train_seconds=float("nan")).endswith(f"ValueError: train_seconds=nan, knn="
+                                                            f"{ {int(k): v for k, v in saved['knn'].items()} }: not "
+                                                            f"finite)")
     assert resume_with(model={"w": torch.ones(2)}).startswith(
         f"{path} does not fit this run's model and optimiser (those of {config}: ")
     torch.save(saved, path)

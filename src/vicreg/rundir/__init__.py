@@ -25,7 +25,7 @@ a damaged one is one line naming it), ``checkpoint`` and ``metrics`` (what train
 """
 
 from .atomic import atomic_save, atomic_write, check_writable, write_json
-from .checkpoint import first_non_finite, load_checkpoint, rng_state, save_checkpoint
+from .checkpoint import first_non_finite, load_checkpoint, load_weights, rng_state, save_checkpoint
 from .layout import (
     CHECKPOINT,
     CONFIG,
@@ -72,7 +72,7 @@ __all__ = [
     "PIXEL_PREDICTOR", "STATE_PREDICTOR", "PLAN", "PLAN_REPORT", "PLOTS", "PREDICTOR", "PREDICTOR_ENCODER",
     "PREDICTOR_HISTORY", "PREDICTOR_WEIGHTS", "RUN_FILES", "RUN_FORMAT", "SUMMARY", "TENSORBOARD",
     "MetricsWriter", "RunLock", "RunLog", "atomic_save", "atomic_write", "check_writable", "create_run_dir",
-    "first_non_finite", "is_finished", "load_checkpoint", "read_config", "read_config_dict", "read_diagnostics",
-    "read_json", "read_knn", "read_metrics", "read_summary", "read_text", "rng_state", "run_format", "same_config",
-    "save_checkpoint", "trim_to_step", "write_json",
+    "first_non_finite", "is_finished", "load_checkpoint", "load_weights", "read_config", "read_config_dict",
+    "read_diagnostics", "read_json", "read_knn", "read_metrics", "read_summary", "read_text", "rng_state",
+    "run_format", "same_config", "save_checkpoint", "trim_to_step", "write_json",
 ]

@@ -82,6 +82,17 @@ def first_non_finite(tree, name: str = "") -> str | None:
     return None
 
 
+def load_weights(module: torch.nn.Module, state: dict) -> None:
+    """``module.load_state_dict(state)`` (strict), refusing what it would convert silently: an integer tensor
+    where the module holds floating point, or the other way round (a RuntimeError, as load_state_dict's)."""
+    own = module.state_dict()
+    for name, value in state.items():
+        if (name in own and isinstance(value, torch.Tensor)
+                and value.is_floating_point() != own[name].is_floating_point()):
+            raise RuntimeError(f"{name} is {value.dtype} where the model holds {own[name].dtype}")
+    module.load_state_dict(state)
+
+
 def rng_state(augment_generator: torch.Generator) -> dict:
     """This process's random states: torch's, the augmentations' generator's and CUDA's."""
     rng = {"torch": torch.get_rng_state(), "augment": augment_generator.get_state()}

@@ -3,6 +3,7 @@ resumed run reaches the very weights of an uninterrupted one (bit-identical on t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from ..config import ConfigError
 from ..distributed import barrier
 from ..errors import first_line
 from ..optim import load_optimizer_state
-from ..rundir import CHECKPOINT, CONFIG, first_non_finite, load_checkpoint, rng_state, save_checkpoint
+from ..rundir import CHECKPOINT, CONFIG, first_non_finite, load_checkpoint, load_weights, rng_state, save_checkpoint
 from .state import Progress, Session
 
 __all__ = ["checkpoint", "restore", "last_checkpoint_step"]
@@ -47,7 +48,7 @@ def restore(s: Session) -> Progress:
     if bad:
         raise ValueError(f"{path} is not a usable checkpoint: {bad} (a damaged file: training never saves it)")
     try:
-        s.model.load_state_dict(ckpt["model"])
+        load_weights(s.model, ckpt["model"])
         load_optimizer_state(s.optimizer, ckpt["optimizer"])
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
         first = first_line(e, default=type(e).__name__)
@@ -74,8 +75,11 @@ def _restore_progress(s: Session, ckpt: dict) -> Progress:
     s.generator.set_state(rng["augment"].cpu())
     if "cuda" in rng and s.device.type == "cuda":
         torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
-    p = Progress(step=int(ckpt["step"]), knn={int(k): float(v) for k, v in ckpt.get("knn", {}).items()},
-                 seconds_before=float(ckpt.get("train_seconds", 0.0)))
+    knn = {int(k): float(v) for k, v in ckpt.get("knn", {}).items()}
+    seconds = float(ckpt.get("train_seconds", 0.0))
+    if not (math.isfinite(seconds) and seconds >= 0 and all(math.isfinite(v) for v in knn.values())):
+        raise ValueError(f"train_seconds={seconds!r}, knn={knn!r}: not finite")
+    p = Progress(step=int(ckpt["step"]), knn=knn, seconds_before=seconds)
     s.log(f"resuming {s.run_dir} at step {p.step}/{s.total_steps} (epoch {p.step // s.steps_per_epoch})")
     return p
 

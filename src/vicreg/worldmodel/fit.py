@@ -18,7 +18,7 @@ from ..config import ConfigError, LossConfig, PredictorConfig, config_to_dict, p
 from ..device import cpu_threads, resolve_device, small_cpu_work
 from ..errors import first_line
 from ..loss import covariance_term, variance_term
-from ..rundir import first_non_finite, load_checkpoint
+from ..rundir import first_non_finite, load_checkpoint, load_weights
 from ..schedule import warmup_cosine
 from .predictor import EmbeddingNorm, build_predictor, check_actions, check_embeddings, eval_mode
 
@@ -229,7 +229,7 @@ def load_predictor(path: str | Path, map_location: torch.device | str = "cpu") -
                          f"fit its {weights} weights")
     try:
         model = build_predictor(cfg, *dims)
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"])
         norm = EmbeddingNorm(state["norm"]["mean"], state["norm"]["std"])
         history = [dict(epoch) for epoch in state.get("history") or []]
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:

@@ -26,6 +26,7 @@ from ..rundir import (
     PREDICTOR_WEIGHTS,
     first_non_finite,
     load_checkpoint,
+    load_weights,
     write_json,
 )
 from .fit import FitResult, fit_predictor, load_predictor, save_predictor
@@ -111,7 +112,7 @@ def load_run_with_predictor(run_dir: Path | str, device: str = "auto",
         if bad:
             raise ValueError(f"{path} is not a usable encoder: {bad} (a damaged file: training never saves it)")
         try:
-            run.model.load_state_dict(state)
+            load_weights(run.model, state)
         except (RuntimeError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path} does not fit the model of {run_dir / CONFIG} ({first_line(e)})") from None
     return run, fit
