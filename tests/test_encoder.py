@@ -1,5 +1,6 @@
 """The trained encoder back in Python (vicreg.load_encoder) and out to safetensors and ONNX (vicreg export)."""
 
+import json
 import pickle
 import re
 from pathlib import Path
@@ -9,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import vicreg
 from vicreg.cli import main
 from vicreg.config import build_config
 from vicreg.encoder import EXPORT_JSON, EXPORT_ONNX, EXPORT_WEIGHTS, export_encoder, load_encoder
@@ -92,7 +92,7 @@ def test_onnx_export_runs_in_onnxruntime_like_pytorch(run_dir, tmp_path, backbon
     assert main(["export", str(source), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"encoder.onnx: onnxruntime vs PyTorch max abs difference \S+ \(outputs up to \S+\)", out)
-    meta = vicreg.encoder.json.loads((tmp_path / "onnx" / EXPORT_JSON).read_text())
+    meta = json.loads((tmp_path / "onnx" / EXPORT_JSON).read_text())
     check = meta["check"]["onnx"]
     assert check["onnxruntime_max_abs_diff"] <= check["tolerance"] and (tmp_path / "onnx" / EXPORT_ONNX).exists()
     import onnxruntime as ort  # a batch size other than the exported one runs too (dynamic batch axis)
@@ -131,3 +131,61 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(block, "README.md (api example)", "exec"), {})
     out = capsys.readouterr().out
     assert "torch.Size([3, 512])" in out and "Preprocess(size=16, channels=1" in out
+
+
+def test_a_damaged_export_folder_is_one_line_naming_the_file(run_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "export"
+    meta = export_encoder(run_dir, "safetensors", out)
+    meta_path, weights_path = out / EXPORT_JSON, out / EXPORT_WEIGHTS
+    weights, text, data = load_file(str(weights_path)), meta_path.read_text(), weights_path.read_bytes()
+    first = next(iter(weights))
+    nan = {**weights, first: weights[first] * float("nan")}
+    cases = [(meta_path, '{"format": 1, ', f"{meta_path} is not valid JSON (line 1, column 15"),
+             (meta_path, "[1, 2]", f"{meta_path} holds a JSON list where a mapping is expected"),
+             (meta_path, json.dumps({**meta, "preprocess": None}), f"{meta_path} does not describe an exported "
+                                                                   f"encoder (TypeError: "),
+             (meta_path, json.dumps({**meta, "preprocess": {**meta["preprocess"], "std": [float("nan")]}}),
+              f"{meta_path} does not describe an exported encoder (format 1, level 'embedding', preprocessing "),
+             (meta_path, json.dumps({**meta, "model": {**meta["model"], "widths": 3}}),
+              f"{meta_path}: unknown config key 'model.widths'"),
+             (weights_path, data[:1000], f"{weights_path} is not a readable safetensors file (truncated or not one: "),
+             (weights_path, nan, f"{weights_path} is not a usable encoder: {first} has NaN"),
+             (weights_path, {"w": torch.ones(2)}, f"{weights_path} does not fit the encoder that {meta_path} "
+                                                  f"describes (Error(s) in loading state_dict for Encoder"),
+             # cast silently by load_state_dict: a std of zeros, NaN embeddings (found by tests/test_property_rundir)
+             (weights_path, {**weights, "std": weights["std"].long()}, f"{weights_path} does not fit the encoder "
+                                                                        f"that {meta_path} describes (std is "
+                                                                        f"torch.int64 where the model holds "
+                                                                        f"torch.float32)")]
+    for path, content, message in cases:
+        meta_path.write_text(text)
+        weights_path.write_bytes(data)
+        if isinstance(content, dict):
+            save_file(content, str(path))
+        else:
+            path.write_bytes(content.encode() if isinstance(content, str) else content)
+        with pytest.raises(ValueError, match=re.escape(message)) as e:
+            load_encoder(out)
+        assert "\n" not in str(e.value)
+
+
+def test_export_refuses_a_damaged_checkpoint_in_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    name = next(k for k, v in saved["model"].items() if v.is_floating_point())
+    path = tmp_path / "checkpoint.pt"
+    cases = [({**saved, "model": {**saved["model"], name: saved["model"][name] * float("nan")}},
+              f"{path} is not a usable checkpoint: model.{name} has NaN"),
+             ({**saved, "config": {**saved["config"], "model": {**saved["config"]["model"], "backbone": "resnet18"}}},
+              f"{path} does not fit the model of its own config (Error(s) in loading state_dict"),
+             ({**saved, "config": {**saved["config"], "loss": {"mu": "abc"}}},
+              f"{path}: its config: loss.mu='abc' is not valid: expected a number"),
+             ({**saved, "input_size": "big"}, f"{path} is not a vicreg checkpoint (its model has no channel mean, or "
+                                              f"input_size='big' is not a size)")]
+    for content, message in cases:
+        torch.save(content, path)
+        assert main(["export", str(path), "--out", str(tmp_path / "out")]) in (1, 2)
+        err = capsys.readouterr().err
+        assert err.startswith(f"vicreg: error: {message}") and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists()

@@ -88,3 +88,35 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"vicreg: error: -o '{tmp_path / 'x.csv'}' must end in .npz or .parquet",
                    f"vicreg: error: {tmp_path / 'missing'} is not a run directory (no config.yaml in it)"]
+
+
+def test_eval_and_embed_refuse_a_damaged_run_in_one_line_naming_the_file(run_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("tb", "eval.json", "plots"))
+    saved, text = torch.load(run / "checkpoint.pt", weights_only=True), (run / "config.yaml").read_text()
+    name = next(k for k, v in saved["model"].items() if v.is_floating_point())
+    cases = [("checkpoint.pt", {**saved, "model": {**saved["model"], name: saved["model"][name] * float("inf")}},
+              f"{run / 'checkpoint.pt'} is not a usable checkpoint: model.{name} has an infinite value"),
+             ("checkpoint.pt", {k: v for k, v in saved.items() if k != "step"},
+              f"{run / 'checkpoint.pt'} is not a vicreg checkpoint (no 'step' in it)"),
+             ("config.yaml", text.replace("embedding_dim: 4", "embedding_dim: 8"),
+              f"{run / 'checkpoint.pt'} does not fit the model of {run / 'config.yaml'}"),
+             ("config.yaml", text + "extra: 1\n", f"{run / 'config.yaml'}: unknown config key 'extra'"),
+             ("config.yaml", "\x89PNG\r\n", f"{run / 'config.yaml'} is not a text file (byte 0 is not UTF-8)")]
+    for file, content, message in cases:
+        torch.save(saved, run / "checkpoint.pt")
+        (run / "config.yaml").write_text(text)
+        if isinstance(content, dict):
+            torch.save(content, run / file)
+        else:
+            (run / file).write_bytes(content.encode("latin-1"))
+        for command in (["eval", str(run), "--k", "5", "--device", "cpu"],
+                        ["embed", str(run), "-o", str(tmp_path / "x.npz"), "--device", "cpu"]):
+            assert main(command) in (1, 2)
+            err = capsys.readouterr().err
+            assert err.startswith(f"vicreg: error: {message}") and err.count("\n") == 1, err
+    assert not (run / "eval.json").exists() and not (tmp_path / "x.npz").exists()

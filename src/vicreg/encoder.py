@@ -13,7 +13,7 @@ checked in onnxruntime against PyTorch on the same input.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -23,12 +23,13 @@ from torch import Tensor, nn
 
 from . import __version__
 from .backbones import input_size
-from .config import ModelConfig, config_from_dict
+from .config import ConfigError, ModelConfig, config_from_dict
 from .data import image_array, native_size
 from .errors import first_line
 from .image_ops import resize_images
 from .models import build_model
-from .rundir import CHECKPOINT, load_checkpoint, write_json
+from .rundir import CHECKPOINT, first_non_finite, load_checkpoint, load_weights, read_json, write_json
+from .rundir.parse import DAMAGED
 
 __all__ = ["Encoder", "Preprocess", "load_encoder", "export_encoder", "EXPORT_JSON", "EXPORT_WEIGHTS", "EXPORT_ONNX"]
 
@@ -101,33 +102,76 @@ def _build(model_cfg: ModelConfig, channels: int, level: str) -> Encoder:
 
 
 def _from_checkpoint(path: Path, level: str) -> tuple[Encoder, Preprocess, dict]:
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
+    ckpt = load_checkpoint(path, require=("config", "model", "step"))
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: its config: {e}") from None
     state = ckpt["model"]
+    size = ckpt.get("input_size")
+    if "mean" not in state or not (size is None or (type(size) is int and size >= 1)):
+        raise ValueError(f"{path} is not a vicreg checkpoint (its model has no channel mean, or input_size={size!r} "
+                         f"is not a size)")
     channels = int(state["mean"].numel())
-    encoder = _build(cfg.model, channels, level)
+    native = native_size(cfg.data)
+    size = size or input_size(cfg.model.backbone, native, cfg.data.image_size, log=lambda m: None)
     kept = {k: v for k, v in state.items() if not k.startswith("expander.")}
     try:
-        encoder.load_state_dict(kept)
-    except RuntimeError as e:
+        encoder = _build(cfg.model, channels, level)
+        load_weights(encoder, kept)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
         raise ValueError(f"{path} does not fit the model of its own config ({first_line(e)})") from None
-    native = native_size(cfg.data)
-    size = ckpt.get("input_size") or input_size(cfg.model.backbone, native, cfg.data.image_size, log=lambda m: None)
     pre = Preprocess(int(size), channels, tuple(encoder.mean.flatten().tolist()), tuple(encoder.std.flatten().tolist()),
                      native)
     return encoder, pre, {"model": ckpt["config"]["model"], "step": int(ckpt["step"]), "dataset": cfg.data.dataset}
 
 
-def _from_export(folder: Path, level: str) -> tuple[Encoder, Preprocess, dict]:
+def _export_meta(path: Path, level: str | None) -> tuple[dict, Preprocess, ModelConfig, str]:
+    """encoder.json, checked: (its content, the preprocessing, the model's config, the level to load)."""
+    meta = read_json(path)
+    found = meta.get("format", 0)
+    if type(found) is int and found > EXPORT_FORMAT:
+        raise ValueError(f"{path} has export format {found}, newer than this vicreg reads")
+    try:
+        p = meta["preprocess"]
+        pre = Preprocess(int(p["size"]), int(p["channels"]), tuple(float(x) for x in p["mean"]),
+                         tuple(float(x) for x in p["std"]), int(p.get("native", 0)))
+        model_cfg = config_from_dict({"model": meta["model"]}).model
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path} does not describe an exported encoder ({type(e).__name__}: {first_line(e, 120)}): "
+                         f"{DAMAGED}") from None
+    numbers = (*pre.mean, *pre.std)
+    level = level or meta.get("level")
+    if (type(found) is not int or found < 1 or pre.size < 1 or pre.channels < 1 or pre.native < 0
+            or len(pre.mean) != pre.channels or len(pre.std) != pre.channels
+            or not all(math.isfinite(x) for x in numbers) or min(pre.std) <= 0
+            or level not in ("embedding", "representation")):
+        raise ValueError(f"{path} does not describe an exported encoder (format {found!r}, level {level!r}, "
+                         f"preprocessing {pre}): {DAMAGED}")
+    return meta, pre, model_cfg, level
+
+
+def _from_export(folder: Path, level: str | None) -> tuple[Encoder, Preprocess, dict]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / EXPORT_JSON).read_text())
-    if int(meta.get("format", 0)) > EXPORT_FORMAT:
-        raise ValueError(f"{folder / EXPORT_JSON} has export format {meta['format']}, newer than this vicreg reads")
-    p = meta["preprocess"]
-    pre = Preprocess(int(p["size"]), int(p["channels"]), tuple(p["mean"]), tuple(p["std"]), int(p.get("native", 0)))
-    encoder = _build(config_from_dict({"model": meta["model"]}).model, pre.channels, level or meta.get("level"))
-    encoder.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
+    meta, pre, model_cfg, level = _export_meta(folder / EXPORT_JSON, level)
+    path = folder / EXPORT_WEIGHTS
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or not one: {first_line(e)})") from None
+    bad = first_non_finite(weights)
+    if bad:
+        raise ValueError(f"{path} is not a usable encoder: {bad} (a damaged file: vicreg export never writes it)")
+    try:
+        encoder = _build(model_cfg, pre.channels, level)
+        load_weights(encoder, weights)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{path} does not fit the encoder that {folder / EXPORT_JSON} describes "
+                         f"({first_line(e)})") from None
     return encoder, pre, meta
 
 

@@ -32,7 +32,7 @@ from .evaluate import (
     raw_pixel_features,
 )
 from .models import VICReg, build_model
-from .rundir import CHECKPOINT, EVAL, check_writable, load_checkpoint, read_config, write_json
+from .rundir import CHECKPOINT, EVAL, check_writable, load_checkpoint, load_weights, read_config, write_json
 
 __all__ = ["LoadedRun", "load_run", "evaluate_run", "embed_run", "save_embeddings", "format_eval_table"]
 
@@ -76,14 +76,14 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     run's config asked for it). The model is in eval mode."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    ckpt = load_checkpoint(run_dir, map_location="cpu")
+    ckpt = load_checkpoint(run_dir, map_location="cpu", require=("model", "step"))
     dev = resolve_device(device, "device")
     dataset = load_dataset(cfg.data, log=log)
     # weights come from the checkpoint: never download pretrained ones here
     model = build_model(replace(cfg.model, pretrained=False), dataset.channels, [0.0] * dataset.channels,
                         [1.0] * dataset.channels)
     try:
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"])
     except (KeyError, RuntimeError) as e:
         first = first_line(e, default=type(e).__name__)
         raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.yaml'} ({first}); was "
