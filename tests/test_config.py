@@ -109,6 +109,8 @@ def test_override_syntax_error():
         ({"data.data_dir": "\x00"}, "data.data_dir='\\x00' is not valid: a path cannot hold a NUL byte"),
         ({"data": "x"}, "data='x' is not valid: data is a section, expected a mapping of its keys (dataset, data_dir"),
         ({"data.video": 3}, "data.video=3 is not valid: data.video is a section, expected a mapping of its keys"),
+        (parse_overrides(["--augment.recipe", "[]"]), "augment.recipe=[] is not valid: expected one of paper, cifar"),
+        ({"augment.recipe": {"a": 1}}, "augment.recipe={'a': 1} is not valid: expected one of paper"),
         ({"data.image_size": 4097}, "data.image_size=4097 is not valid: must be in [8, 4096] or null"),
         ({"data.dataset": "sprites", "data.video.canvas": 10**12},
          "data.video.canvas=1000000000000 is not valid: must be larger than data.video.sprite_size=12 and at most "

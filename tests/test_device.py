@@ -19,6 +19,18 @@ def test_bad_devices_are_one_line_naming_the_config_field():
         resolve_device("gpu")
 
 
+def test_a_device_this_machine_does_not_have_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device='mps' is not valid: MPS \(Apple's GPU\) is not available on this "
+                                         r"machine \(use auto or cpu\)$"):
+        resolve_device("mps", "device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"^train.device='cuda:1' is not valid: this machine has 1 GPU\(s\), cuda:0 "
+                                         r"to cuda:0$"):
+        resolve_device("cuda:1")
+
+
 def test_autocast_is_bf16_on_cuda_or_when_asked():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cuda) is None

@@ -27,6 +27,12 @@ def resolve_device(name: str | torch.device = "auto", key: str = "train.device")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{key}={str(name)!r} is not valid: CUDA is not available on this machine (use auto or "
                           f"cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{key}={str(name)!r} is not valid: this machine has {torch.cuda.device_count()} GPU(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}={str(name)!r} is not valid: MPS (Apple's GPU) is not available on this machine "
+                          f"(use auto or cpu)")
     return device
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from ..presets import PRESETS, RECIPES
 from .checks import validate, validate_plan, validate_predictor
-from .coercion import config_to_dict, from_dict
+from .coercion import config_to_dict, from_dict, shown
 from .schema import Config, ConfigError, PlanConfig, PredictorConfig
 from .unused import unused_fields
 
@@ -117,8 +117,8 @@ def build_config_noted(preset: str | None = None, overrides: dict[str, Any] | No
     overrides = dict(overrides or {})
     recipe = overrides.pop("augment.recipe", None)
     if recipe is not None:
-        if recipe not in RECIPES:
-            raise ConfigError(f"augment.recipe={recipe!r} is not valid: expected one of {', '.join(RECIPES)}")
+        if not isinstance(recipe, str) or recipe not in RECIPES:
+            raise ConfigError(f"augment.recipe={shown(recipe)} is not valid: expected one of {', '.join(RECIPES)}")
         tree["augment"] = _merge(tree["augment"], {"recipe": recipe, **RECIPES[recipe]})
     for key, value in overrides.items():
         _set_path(tree, key, value)
