@@ -103,6 +103,15 @@ CASES = {
                                 "k=5000 is not valid: the k-NN bank of digits holds 1347 labelled images"),
     "eval --temperature 0": (["eval", "{run}", "--temperature", "0"], "argument --temperature: 0 is not valid"),
     "eval --device cuda:abc": (["eval", "{run}", "--device", "cuda:abc"], "argument --device: 'cuda:abc' is not"),
+    "eval --probe-epochs 10**23": (["eval", "{run}", "--probe-epochs", str(10**23)], "argument --probe-epochs: "
+                                   "100000000000000000000000 is not valid: expected an integer in [1, 2**63 - 1]"),
+    "eval --temperature inf": (["eval", "{run}", "--temperature", "inf"],
+                               "argument --temperature: inf is not valid: expected a finite number > 0"),
+    "collect --workers 1000": (["collect", "x", "--episodes", "1", "--steps", "1", "--out", "{root}/c", "--workers",
+                                "1000"], "argument --workers: 1000 is not valid: expected an integer in [1, 256]"),
+    "collect --seed 2**32": (["collect", "x", "--episodes", "1", "--steps", "1", "--out", "{root}/c", "--seed",
+                              str(2**32)], "argument --seed: 4294967296 is not valid: expected an integer in [0, "
+                                           "4294967295]"),
     "plot --window 0": (["plot", "{run}", "--window", "0"], "argument --window: 0 is not valid"),
     "embed to .txt": (["embed", "{run}", "-o", "{root}/x.txt"], "must end in .npz or .parquet"),
     "export format": (["export", "{run}", "--format", "tflite"], "argument --format: invalid choice: 'tflite'"),

@@ -216,3 +216,16 @@ def test_notes_name_only_what_the_file_or_the_overrides_changed_from_the_preset(
                      "'cifar10'",
                      "train.batchnorm='joint' is not used: train.stack_views is false (each view has its own forward "
                      "pass)"]
+
+
+def test_the_world_models_counts_of_processes_and_layers_are_bounded():
+    from vicreg.config import plan_config, predictor_config
+
+    with pytest.raises(ConfigError, match=r"^plan.workers=1000000 is not valid: must be in \[1, 256\]$"):
+        plan_config({"workers": 10**6})
+    with pytest.raises(ConfigError, match=r"^predictor.layers=100000 is not valid: must be in \[1, 1024\]$"):
+        predictor_config({"layers": 100000})
+    with pytest.raises(ConfigError, match=r"^predictor.seed=-1 is not valid: a seed must be in \[0, 2\*\*32 - 1\]$"):
+        predictor_config({"seed": -1})
+    assert plan_config({"workers": 256}).workers == 256 and predictor_config({"layers": 1024}).layers == 1024
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..config.checks import MAX_WORKERS, SEED_LIMIT
 from .options import at_least
 
 
@@ -21,8 +22,10 @@ def add_collect_command(sub) -> None:
     cp.add_argument("--out", required=True, metavar="DIR", help="the collection folder")
     cp.add_argument("--policy", choices=POLICIES, default=None,
                     help="exploration policy (default: the environment's, waypoints for Push-T, else random)")
-    cp.add_argument("--seed", type=at_least(0), default=0, help="episode i is drawn from (seed, i) (default 0)")
-    cp.add_argument("--workers", type=at_least(1), default=1, help="processes collecting at once (default 1)")
+    cp.add_argument("--seed", type=at_least(0, SEED_LIMIT), default=0,
+                    help="episode i is drawn from (seed, i) (default 0)")
+    cp.add_argument("--workers", type=at_least(1, MAX_WORKERS), default=1,
+                    help="processes collecting at once (default 1)")
     cp.set_defaults(handler=collect_command)
 
 

@@ -7,6 +7,7 @@ import argparse
 import re
 
 from ..config import DEVICE_PATTERN, config_to_dict
+from ..config.coercion import INT_LIMIT, shown
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -22,16 +23,19 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def at_least(low: int):
-    """An argparse type: an integer >= low."""
+def at_least(low: int, most: int = INT_LIMIT):
+    """An argparse type: an integer >= low (and <= most: 2**63 - 1, as a config field, unless told)."""
 
     def integer(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is not valid: expected an integer >= {low}")
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{shown(value)} is not valid: expected an integer in [{low}, "
+                                             f"{'2**63 - 1' if most == INT_LIMIT else most}]")
         return value
 
     return integer
@@ -41,9 +45,9 @@ def positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value:g} is not valid: expected a number > 0")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} is not valid: expected a finite number > 0")
     return value
 
 

@@ -16,7 +16,8 @@ VIDEO = ("sprites", "moving-mnist", "episodes")  # the datasets of sequences (te
 
 SEED_LIMIT = 2**32 - 1  # numpy's and scikit-learn's seeds (random_state) stop here
 MAX_SIDE = 4096  # the largest image side, in pixels (data.image_size, data.video.canvas)
-MAX_WORKERS = 256  # the most DataLoader worker processes (each one imports torch)
+MAX_WORKERS = 256  # the most worker processes (DataLoader, collect, the oracle's simulators; each imports torch)
+MAX_LAYERS = 1024  # the deepest predictor (one of 10**12 layers was still being built after two minutes)
 NAME_RULE = ("a run name is one folder name: not empty, not '.', not starting with '..', without /, \\ or control "
              "characters, at most 255 bytes")
 
@@ -179,7 +180,7 @@ def validate_predictor(cfg: PredictorConfig) -> None:
     check_seed(cfg.seed, "predictor.seed")
     check(cfg.context >= 1, "predictor.context", cfg.context, "must be >= 1")
     check(cfg.width >= 1, "predictor.width", cfg.width, "must be >= 1")
-    check(cfg.layers >= 1, "predictor.layers", cfg.layers, "must be >= 1")
+    check(1 <= cfg.layers <= MAX_LAYERS, "predictor.layers", cfg.layers, f"must be in [1, {MAX_LAYERS}]")
     check(cfg.heads >= 1 and cfg.width % cfg.heads == 0, "predictor.heads", cfg.heads,
           f"must be >= 1 and divide predictor.width={cfg.width}")
     check(0.0 <= cfg.dropout < 1.0, "predictor.dropout", cfg.dropout, "must be in [0, 1)")
@@ -196,6 +197,7 @@ def validate_plan(cfg: PlanConfig) -> None:
     check_seed(cfg.seed, "plan.seed")
     for name in ("horizon", "iterations", "replan_every", "episodes", "steps", "goal_steps", "workers"):
         check(getattr(cfg, name) >= 1, f"plan.{name}", getattr(cfg, name), "must be >= 1")
+    check(cfg.workers <= MAX_WORKERS, "plan.workers", cfg.workers, f"must be in [1, {MAX_WORKERS}]")
     check(cfg.samples >= 2, "plan.samples", cfg.samples, "must be >= 2")
     check(cfg.elites >= 2, "plan.elites", cfg.elites, "must be >= 2 (the cross-entropy method refits a spread)")
     check(cfg.elites <= cfg.samples, "plan.elites", cfg.elites, f"must be <= plan.samples={cfg.samples}")
