@@ -35,6 +35,16 @@ def test_environments_the_world_model_cannot_use_are_refused_in_one_line(tmp_pat
     assert not (tmp_path / "c").exists()  # nothing written
 
 
+def test_an_unversioned_id_says_its_error_alone_without_gymnasiums_warning(tmp_path, capsys):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # printed on stderr outside pytest, in colours
+        warnings.simplefilter("always")
+        assert main(["collect", "gym_pusht/PushT", "--episodes", "1", "--steps", "1", "--out", str(tmp_path)]) == 1
+    assert [str(w.message) for w in caught if "versioned environment" in str(w.message)] == []
+    assert capsys.readouterr().err.startswith("vicreg: error: environment 'gym_pusht/PushT' has no image observation")
+
+
 def test_push_t_gives_frames_and_its_state_and_resets_to_a_given_state_velocities_included():
     env = open_env(PUSHT)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 import numpy as np
 
@@ -132,7 +133,9 @@ def open_env(env_id: str, max_steps: int | None = None, physics_only: bool = Fal
     if max_steps is not None:
         kwargs["max_episode_steps"] = max_steps
     try:
-        env = gym.make(env_id, **kwargs)
+        with warnings.catch_warnings():  # "using the latest versioned environment ...": a warning in colours on
+            warnings.filterwarnings("ignore", module="gymnasium.envs.registration")  # stderr beside vicreg's lines
+            env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:
         raise ValueError(f"unknown environment id {env_id!r} (gymnasium: {str(e).splitlines()[0]}); with vicreg's "
                          f"settings: {', '.join(ENV_SPECS)}") from None
