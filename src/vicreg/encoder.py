@@ -95,9 +95,10 @@ def _as_list(images) -> list:
     return list(images) if isinstance(images, Sequence) else [images]
 
 
-def _build(model_cfg: ModelConfig, channels: int, level: str) -> Encoder:
-    """An Encoder of this architecture with placeholder weights (no download of pretrained ones)."""
-    model = build_model(replace(model_cfg, pretrained=False), channels, [0.0] * channels, [1.0] * channels)
+def _build(model_cfg: ModelConfig, channels: int, size: int, level: str) -> Encoder:
+    """An Encoder of this architecture for ``size`` x ``size`` images, with placeholder weights (no download of
+    pretrained ones)."""
+    model = build_model(replace(model_cfg, pretrained=False), channels, [0.0] * channels, [1.0] * channels, size)
     return Encoder(model.backbone, model.head, model.mean, model.std, level).eval()
 
 
@@ -117,7 +118,7 @@ def _from_checkpoint(path: Path, level: str) -> tuple[Encoder, Preprocess, dict]
     size = size or input_size(cfg.model.backbone, native, cfg.data.image_size, log=lambda m: None)
     kept = {k: v for k, v in state.items() if not k.startswith("expander.")}
     try:
-        encoder = _build(cfg.model, channels, level)
+        encoder = _build(cfg.model, channels, int(size), level)
         load_weights(encoder, kept)
     except (RuntimeError, ValueError, TypeError, OverflowError) as e:
         raise ValueError(f"{path} does not fit the model of its own config ({first_line(e)})") from None
@@ -167,7 +168,7 @@ def _from_export(folder: Path, level: str | None) -> tuple[Encoder, Preprocess, 
     if bad:
         raise ValueError(f"{path} is not a usable encoder: {bad} (a damaged file: vicreg export never writes it)")
     try:
-        encoder = _build(model_cfg, pre.channels, level)
+        encoder = _build(model_cfg, pre.channels, pre.size, level)
         load_weights(encoder, weights)
     except (RuntimeError, ValueError, TypeError, OverflowError) as e:
         raise ValueError(f"{path} does not fit the encoder that {folder / EXPORT_JSON} describes "

@@ -79,9 +79,10 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     ckpt = load_checkpoint(run_dir, map_location="cpu", require=("model", "step"))
     dev = resolve_device(device, "device")
     dataset = load_dataset(cfg.data, log=log)
+    size = input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log)
     # weights come from the checkpoint: never download pretrained ones here
     model = build_model(replace(cfg.model, pretrained=False), dataset.channels, [0.0] * dataset.channels,
-                        [1.0] * dataset.channels)
+                        [1.0] * dataset.channels, size)
     try:
         load_weights(model, ckpt["model"])
     except (KeyError, RuntimeError) as e:
@@ -92,7 +93,6 @@ def load_run(run_dir: Path | str, device: str = "auto", log: Callable[[str], Non
     channels_last = cfg.model.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    size = input_size(cfg.model.backbone, dataset.image_size, cfg.data.image_size, log)
     return LoadedRun(run_dir, cfg, model, dataset, size, dev, autocast_dtype(cfg.train.precision, dev), channels_last,
                      int(ckpt["step"]))
 
