@@ -349,7 +349,7 @@ def check_train(box: Path, drawn: list[str]) -> None:
         assert work in run.resolve().parents and (run / "config.yaml").exists() and (run / "summary.json").exists()
 
 
-@settings(max_examples=12, **COMMON)
+@settings(max_examples=25, **COMMON)
 @given(drawn=overrides(CONFIG_FIELDS, cheap=True, most=3))
 def test_train_trains_or_refuses_in_one_line(box, drawn):
     check_train(box, drawn)
