@@ -57,6 +57,16 @@ def test_parse_sweep_gives_the_product_of_values():
         parse_sweep([])
 
 
+def test_a_sweep_value_that_is_not_a_scalar_or_is_listed_twice_is_one_line():
+    with pytest.raises(ConfigError) as e:  # was a yaml ParserError traceback
+        parse_sweep(["model.expander=[8,8]"])
+    assert str(e.value) == ("--set 'model.expander=[8,8]' is not valid: the values are YAML scalars split at commas "
+                            "(a list such as [8,8] cannot be one of them)")
+    with pytest.raises(ConfigError) as e:  # two runs of one name: the second reused the first
+        parse_sweep(["loss.nu=0,1,0"])
+    assert str(e.value) == "--set 'loss.nu=0,1,0' is not valid: a value is listed twice (each one is a run)"
+
+
 def test_bad_values_name_the_run_and_the_field(tmp_path):
     with pytest.raises(ConfigError, match=r"run 'loss.mu=-1'.*loss.mu"):
         experiment_configs(sweep_experiment(["loss.mu=-1"]), "digits", out_dir=tmp_path)

@@ -200,7 +200,9 @@ def _fixtures(work: Path, box: Path) -> None:
 NAMED = {"run_dir": ["run"] * 9 + PATHS, "resume": ["run"] * 3 + PATHS,
          "output": ["out.npz", "out.parquet", "run/x.npz", "missing/x.npz", "out.txt", "a_file/x.npz"],
          "config": ["run/config.yaml", "config_only/config.yaml", "bad_yaml/config.yaml", "missing.yaml", "a_file"],
-         "env_id": ["CartPole-v1", "nope/Nope-v0", "vicreg/Nope-v0", "gym_pusht/PushT"]}
+         "env_id": ["CartPole-v1", "nope/Nope-v0", "vicreg/Nope-v0", "gym_pusht/PushT"],
+         "set": ["loss.nu=0,1", "train.name=../x,y", "nope=1", "loss.mu=nan,1", "=", "loss.mu", "loss.mu=",
+                 "model.expander=[8,8]", "data=1", "loss.nu=0,1,0"]}
 
 
 def option_value(parser, action) -> st.SearchStrategy:

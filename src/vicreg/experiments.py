@@ -133,7 +133,14 @@ def parse_sweep(items: list[str]) -> tuple[Variant, ...]:
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
             raise ConfigError(f"--set {item!r} is not valid: expected key=v1,v2,... (e.g. loss.nu=0,1,25)")
-        parsed = [yaml.safe_load(v) for v in values.split(",")]
+        texts = values.split(",")
+        if len(set(texts)) < len(texts):
+            raise ConfigError(f"--set {item!r} is not valid: a value is listed twice (each one is a run)")
+        try:
+            parsed = [yaml.safe_load(v) for v in texts]
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r} is not valid: the values are YAML scalars split at commas (a list "
+                              f"such as [8,8] cannot be one of them)") from None
         axes.append([(key.strip().replace("-", "_"), v) for v in parsed])
     return tuple(Variant(", ".join(f"{k}={v}" for k, v in combo), dict(combo)) for combo in itertools.product(*axes))
 
