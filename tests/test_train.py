@@ -316,3 +316,19 @@ def test_a_damaged_checkpoint_or_config_stops_a_resume_in_one_line_naming_it(tmp
     assert main(["train", "--resume", str(run)]) == 1
     assert capsys.readouterr().err == (f"vicreg: error: {config}: train.batch_size=256 is larger than the 64 "
                                        f"training images\n")
+
+
+def test_a_new_run_that_cannot_start_leaves_no_run_directory(tmp_path):
+    """Set-up fails after the run directory was made (here the data: 64 images for batches of 128): run.json,
+    config.yaml and log.txt go again, and the folder when this run made it; a folder of the user's stays with
+    what it held, and the same name can be used at once with a fixed config."""
+    with pytest.raises(ValueError, match="train.batch_size=128 is larger than the 64 training images"):
+        train(tiny(tmp_path, **{"data.limit_train": 64, "train.batch_size": 128}), run_dir=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(ValueError, match="larger than the 64 training images"):
+        train(tiny(tmp_path, **{"data.limit_train": 64, "train.batch_size": 128}), run_dir=tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    result = train(tiny(tmp_path, **{"data.limit_train": 64, "train.batch_size": 32}), run_dir=tmp_path / "new")
+    assert (result.run_dir / "checkpoint.pt").exists()

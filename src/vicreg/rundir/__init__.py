@@ -51,6 +51,8 @@ from .layout import (
     SUMMARY,
     TENSORBOARD,
     create_run_dir,
+    holds_run,
+    remove_unstarted_run,
     run_format,
 )
 from .lock import RunLock
@@ -72,7 +74,7 @@ __all__ = [
     "PIXEL_PREDICTOR", "STATE_PREDICTOR", "PLAN", "PLAN_REPORT", "PLOTS", "PREDICTOR", "PREDICTOR_ENCODER",
     "PREDICTOR_HISTORY", "PREDICTOR_WEIGHTS", "RUN_FILES", "RUN_FORMAT", "SUMMARY", "TENSORBOARD",
     "MetricsWriter", "RunLock", "RunLog", "atomic_save", "atomic_write", "check_writable", "create_run_dir",
-    "first_non_finite", "is_finished", "load_checkpoint", "load_weights", "read_config", "read_config_dict",
-    "read_diagnostics", "read_json", "read_knn", "read_metrics", "read_summary", "read_text", "rng_state",
-    "run_format", "same_config", "save_checkpoint", "trim_to_step", "write_json",
+    "first_non_finite", "holds_run", "is_finished", "load_checkpoint", "load_weights", "read_config",
+    "read_config_dict", "read_diagnostics", "read_json", "read_knn", "read_metrics", "read_summary", "read_text",
+    "remove_unstarted_run", "rng_state", "run_format", "same_config", "save_checkpoint", "trim_to_step", "write_json",
 ]

@@ -73,6 +73,25 @@ def create_run_dir(run_dir: Path | str, cfg: Config, lock: RunLock | None = None
     return run_dir
 
 
+def holds_run(run_dir: Path | str) -> bool:
+    """Does the folder hold a run (any of RUN_FILES)?"""
+    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
+
+
+def remove_unstarted_run(run_dir: Path | str, made_folder: bool) -> None:
+    """Undo :func:`create_run_dir` for a new run whose set-up failed before its first step (a model that cannot
+    be built, weights out of reach, data that does not fit): its run.json, config.yaml and log.txt, and the
+    folder itself when this run made it and nothing else is in it. No run directory is left half made."""
+    run_dir = Path(run_dir)
+    for name in (FORMAT, CONFIG, LOG):
+        (run_dir / name).unlink(missing_ok=True)
+    if made_folder:
+        try:
+            run_dir.rmdir()
+        except OSError:  # something else is in it (or it is gone): leave it
+            pass
+
+
 def _write_run_files(run_dir: Path, cfg: Config) -> None:
     if (run_dir / FORMAT).exists():
         run_format(run_dir)

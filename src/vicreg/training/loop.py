@@ -28,7 +28,7 @@ from ..distributed import broadcast_object, init_from_env
 from ..errors import JobStopped
 from ..evaluate import knn_accuracy, raw_pixel_features
 from ..optim import set_learning_rate
-from ..rundir import CONFIG, SUMMARY, RunLock, write_json
+from ..rundir import CONFIG, SUMMARY, RunLock, holds_run, remove_unstarted_run, write_json
 from .checkpoints import checkpoint, restore
 from .control import Meter, Stop, lost_peer, resume_command, saved_message, stop_on_signals, stopped_message
 from .monitor import measure
@@ -54,11 +54,17 @@ def train(cfg: Config, run_dir: Path | str | None = None, resume: bool = False, 
     check_world(cfg, dist)
     path = Path(broadcast_object(str(run_dir if run_dir is not None else default_run_dir(cfg))))
     lock = RunLock(path)
+    new_run, made_folder = dist.main and not resume and not holds_run(path), not path.exists()
     try:
         try:
             s = set_up(cfg, path, echo or tqdm.write, dist, lock, resume)
-        except ValueError as e:  # ConfigError included
-            raise _naming_config(e, path) if resume else e from None
+        except BaseException as e:  # a new run that cannot start leaves no run directory behind
+            if new_run and lock.held:  # this process made the run directory (held its lock): undo it
+                lock.release()
+                remove_unstarted_run(path, made_folder)
+            if isinstance(e, ValueError):  # ConfigError included
+                raise _naming_config(e, path) if resume else e from None
+            raise
         p = restore(s) if resume else Progress()
         s.log(describe(s))
         return run_epochs(s, p, on_step)
