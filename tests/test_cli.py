@@ -169,3 +169,14 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(monke
     monkeypatch.setattr(commands, "config_command", raises(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # a bug keeps its traceback
         main(["config"])
+
+
+def test_an_empty_resume_preset_or_config_is_refused_not_taken_as_left_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # --resume '' trained the demo preset for 40 epochs into ./runs
+    for option, message in (("--resume", "--resume '' is not valid: give the run directory to continue"),
+                            ("--preset", "unknown preset '' (known presets: demo, seed"),
+                            ("--config", "cannot read '': No such file or directory")):
+        assert main(["train", option, ""]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"vicreg: error: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

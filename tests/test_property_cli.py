@@ -368,7 +368,9 @@ def any_command(cheap_train: bool = True) -> st.SearchStrategy:
         extra = overrides(fields, cheap=True, most=2) if parser.get_default("takes_overrides") else st.just([])
         def argv(drawn) -> list[str]:
             args, more = drawn
-            base = {"train": [] if "--resume" in args else TINY, "experiment": POISON}.get(name, [])
+            if name == "experiment":  # the poison last, where no drawn override can lift it
+                return [name, *args, *more, *POISON]
+            base = TINY if name == "train" and "--resume" not in args else []
             return [name, *args, *base, *more]
 
         return st.tuples(command_args(name), extra).map(argv)

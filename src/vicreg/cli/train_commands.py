@@ -33,9 +33,9 @@ def add_train_commands(sub) -> None:
 def resolve(args, overrides: list[str]):
     """--preset (else the YAML file's own preset, else demo) <- --config FILE <- --section.key overrides. The
     fields they set that the config does not use are said on stderr (``vicreg: note: ...``, once: by rank 0)."""
-    base = load_yaml(args.config) if args.config else {}
+    base = load_yaml(args.config) if args.config is not None else {}  # --config '': a file that is not there
     preset = base.pop("preset", None)  # the file's preset is a preset to start from, never kept as a name
-    preset = args.preset or preset or "demo"
+    preset = args.preset if args.preset is not None else preset or "demo"  # --preset '': an unknown preset
     cfg, notes = build_config_noted(preset, parse_overrides(overrides), base)
     if int(os.environ.get("RANK", "0") or 0) == 0:
         for note in notes:
@@ -86,9 +86,11 @@ def _train_or_resume(args):
     from ..rundir import read_config
     from ..training import train
 
-    if not args.resume:
+    if args.resume is None:
         return train(resolve(args, args.overrides))
-    if args.preset or args.config:
+    if not args.resume:  # not a new run in the working directory's runs/ (what it started before)
+        raise ConfigError("--resume '' is not valid: give the run directory to continue")
+    if args.preset is not None or args.config is not None:
         raise ConfigError("--resume uses the run's own config.yaml: drop --preset/--config")
     overrides = parse_overrides(args.overrides)
     bad = sorted(set(overrides) - RESUME_OVERRIDABLE)

@@ -151,7 +151,7 @@ def load_yaml(path) -> dict:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        raise ConfigError(f"cannot read {path if str(path) else repr('')}: {e.strerror or e}") from None
     except ValueError as e:  # a path with a NUL byte
         raise ConfigError(f"cannot read {path!r}: {e}") from None
     if not isinstance(data, dict):
