@@ -274,9 +274,21 @@ def invoke(argv: list[str], work: Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def check_invocation(argv: list[str], box: Path) -> tuple[int, str, Path]:
-    """Run ``argv`` in a fresh folder under ``box`` and check the contract; returns (code, stdout, folder)."""
+def check_invocation(argv: list[str], box: Path, after=None) -> tuple[int, str]:
+    """Run ``argv`` in a fresh folder under ``box`` and check the contract; ``after(stdout, folder)`` checks a
+    success further. The folder is removed afterwards (thousands of examples, a run copied into each). Returns
+    (code, stdout)."""
     work = Path(tempfile.mkdtemp(dir=box))
+    try:
+        code, out = _check(argv, work, box)
+        if code == 0 and after is not None:
+            after(out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return code, out
+
+
+def _check(argv: list[str], work: Path, box: Path) -> tuple[int, str]:
     _fixtures(work, box)
     around, repo = set(os.listdir(box)), set(os.listdir(ROOT))
     before = _tree(work)
@@ -301,7 +313,7 @@ def check_invocation(argv: list[str], box: Path) -> tuple[int, str, Path]:
                 assert any(path.iterdir()), f"left an empty folder {path.relative_to(work)}: {shown}"
                 if any((path / f).exists() for f in ("run.json", "run.lock", "log.txt")):
                     assert (path / "config.yaml").exists(), f"half-made run directory {path}: {shown}"
-    return code, out, work
+    return code, out
 
 
 TINY = ["--train.epochs", "1", "--data.limit_train", "64", "--data.limit_test", "32", "--train.batch_size", "32",
@@ -310,14 +322,21 @@ TINY = ["--train.epochs", "1", "--data.limit_train", "64", "--data.limit_test", 
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory) -> Path:
-    """The folder the examples' folders are made in, holding a finished tiny run they copy."""
-    box = tmp_path_factory.mktemp("property_cli")
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["train", *TINY, "--train.out_dir", str(box), "--train.name", "tiny_run"]) == 0
-    return box
+def box():
+    """The folder the examples' folders are made in, holding a finished tiny run they copy. Its own temporary
+    folder, not pytest's: another pytest session starting on the machine removes all but its three newest."""
+    box = Path(tempfile.mkdtemp(prefix="vicreg-property-cli-"))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["train", *TINY, "--train.out_dir", str(box), "--train.name", "tiny_run"]) == 0
+        yield box
+    finally:
+        shutil.rmtree(box, ignore_errors=True)
 
 
+# The longer searches (-m slow) at the size the whole suite affords (CI: under 10 minutes on 2 cores);
+# VICREG_SEARCH_SCALE=4 pytest -m slow tests/test_property_*.py draws four times as many examples.
+SEARCH_SCALE = float(os.environ.get("VICREG_SEARCH_SCALE", "1"))
 COMMON = dict(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow],
               print_blob=False)
 
@@ -327,7 +346,7 @@ def check_config_command(box: Path, preset: list[str], config: str | None, drawn
     if config is not None:
         (box / "drawn.yaml").write_text(config, encoding="utf-8", errors="surrogatepass")
         argv += ["--config", str(box / "drawn.yaml")]
-    code, out, _ = check_invocation([*argv, *drawn], box)
+    code, out = check_invocation([*argv, *drawn], box)
     if code == 0:  # what is printed builds the same config again
         (box / "printed.yaml").write_text(out)
         assert check_invocation(["config", "--config", str(box / "printed.yaml")], box)[1] == out
@@ -344,11 +363,12 @@ def test_config_command_builds_or_refuses_in_one_line(box, preset, config, drawn
 
 
 def check_train(box: Path, drawn: list[str]) -> None:
-    code, out, work = check_invocation(["train", *TINY, "--train.out_dir", "runs", *drawn], box)
-    if code == 0:
+    def finished(out: str, work: Path) -> None:  # the run directory it names is whole, inside the folder
         run = Path(out.split("run directory: ", 1)[1].splitlines()[0])
         run = run if run.is_absolute() else work / run
         assert work in run.resolve().parents and (run / "config.yaml").exists() and (run / "summary.json").exists()
+
+    check_invocation(["train", *TINY, "--train.out_dir", "runs", *drawn], box, finished)
 
 
 @settings(max_examples=25, **COMMON)
@@ -385,21 +405,21 @@ def test_every_subcommand_runs_or_refuses_in_one_line(box, argv):
 
 
 @pytest.mark.slow
-@settings(max_examples=1000, **COMMON)
+@settings(max_examples=round(300 * SEARCH_SCALE), **COMMON)
 @given(preset=PRESET_ARGS, config=CONFIG_FILE, drawn=overrides(CONFIG_FIELDS, most=6))
 def test_config_command_longer_search(box, preset, config, drawn):
     check_config_command(box, preset, config, drawn)
 
 
 @pytest.mark.slow
-@settings(max_examples=40, **COMMON)
+@settings(max_examples=round(12 * SEARCH_SCALE), **COMMON)
 @given(drawn=overrides(CONFIG_FIELDS, cheap=True, most=3))
 def test_train_longer_search(box, drawn):
     check_train(box, drawn)
 
 
 @pytest.mark.slow
-@settings(max_examples=300, **COMMON)
+@settings(max_examples=round(100 * SEARCH_SCALE), **COMMON)
 @given(argv=any_command())
 def test_every_subcommand_longer_search(box, argv):
     check_invocation(argv, box)
