@@ -26,6 +26,7 @@ from .build import (
     predictor_config,
     save_yaml,
     with_overrides,
+    yaml_error,
 )
 from .checks import DEVICE_PATTERN
 from .coercion import config_to_dict
@@ -49,5 +50,5 @@ __all__ = [
     "ConfigError", "ViewAugment", "VideoConfig", "AugmentConfig", "DataConfig", "ModelConfig", "LossConfig",
     "OptimConfig", "TrainConfig", "Config", "PlanConfig", "PredictorConfig", "DEVICE_PATTERN", "plan_config",
     "predictor_config", "build_config", "config_from_dict", "config_to_dict", "parse_overrides", "with_overrides",
-    "load_yaml", "save_yaml", "build_config_noted", "unused_fields",
+    "load_yaml", "yaml_error", "save_yaml", "build_config_noted", "unused_fields",
 ]

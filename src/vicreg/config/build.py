@@ -139,15 +139,20 @@ def save_yaml(cfg: Config, path) -> None:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
 
 
+def yaml_error(path, e: yaml.YAMLError) -> str:
+    """One line for a YAML file that does not parse: the file, where (line and column) and what."""
+    mark = getattr(e, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a reader's error: the character
+    return f"{path} is not valid YAML{where}: {problem}"
+
+
 def load_yaml(path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a reader's error: the character
-        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+        raise ConfigError(yaml_error(path, e)) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except OSError as e:

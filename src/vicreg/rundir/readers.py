@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import Config, ConfigError, config_from_dict, config_to_dict
+from ..config import Config, ConfigError, config_from_dict, config_to_dict, yaml_error
 from .layout import CONFIG, DIAGNOSTICS, KNN, METRIC_COLUMNS, METRICS, SUMMARY, run_format
 from .parse import DAMAGED, read_json, read_text
 
@@ -48,9 +48,7 @@ def _config_yaml(run_dir: Path, required: bool) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(yaml_error(path, e)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a mapping of config sections (it holds a {type(data).__name__}): "
                           f"{DAMAGED}")
